@@ -1,0 +1,140 @@
+//! The plugin gateway: `/t/{tenant}/p/{plugin}/{path}` → one call of the plugin's handler.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, RequestId};
+use crate::platform::Platform;
+use crate::runtime::bindings::{Header, Request as PluginRequest};
+use crate::storage::tenants::valid_id;
+
+/// Request headers never shown to a plugin: credentials belong to the host.
+const HIDDEN_REQUEST_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization"];
+
+/// Response headers a plugin may set. Everything else (cookies, CORS, hop-by-hop, security
+/// policy) is the host's to decide.
+const ALLOWED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "content-language",
+    "content-disposition",
+    "location",
+    "vary",
+];
+
+/// Hand a request to a plugin installed at a tenant.
+///
+/// The path after `/t/{tenant}/p/{plugin}` (or `/`) and the query reach the plugin with the
+/// method, headers (minus credentials) and body (up to `limits.hostcall_bytes`).
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/t/{tenant}/p/{plugin}/{path}",
+    tag = "gateway",
+    params(
+        ("tenant" = String, Path, description = "Tenant id, e.g. `dongcun`"),
+        ("plugin" = String, Path, description = "Plugin id, e.g. `hello`"),
+        ("path" = String, Path, description = "The rest of the path, handed to the plugin"),
+    ),
+    responses(
+        (status = 200, description = "The plugin's response (any status it chose)"),
+        (status = 404, description = "Tenant or plugin not found", body = super::error::ErrorBody),
+        (status = 500, description = "The plugin trapped", body = super::error::ErrorBody),
+        (status = 502, description = "The plugin's response was refused", body = super::error::ErrorBody),
+        (status = 503, description = "The plugin is suspended", body = super::error::ErrorBody),
+        (status = 504, description = "The plugin ran past its deadline", body = super::error::ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+pub(super) fn gateway_doc() {}
+
+pub(super) async fn gateway(
+    State(platform): State<Arc<Platform>>,
+    Path(params): Path<HashMap<String, String>>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    request: Request,
+) -> Response {
+    let (tenant, plugin) = match (params.get("tenant"), params.get("plugin")) {
+        (Some(t), Some(p)) if valid_id(t) && valid_id(p) => (t.clone(), p.clone()),
+        _ => {
+            return ApiError::new(StatusCode::NOT_FOUND, "plugin_not_installed", "没有这个插件 / no such plugin")
+                .into_response();
+        }
+    };
+    let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
+    let (parts, body) = request.into_parts();
+    let limit = platform.config.limits.hostcall_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                format!("请求体过大 / request body over limits.hostcall_bytes = {limit}"),
+            )
+            .into_response();
+        }
+    };
+    let method = parts.method.as_str().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let headers = plugin_headers(&parts.headers);
+    let plugin_request = PluginRequest {
+        method,
+        path,
+        query,
+        headers,
+        body: body.to_vec(),
+    };
+    match platform
+        .handle_request(&tenant, &plugin, &request_id, plugin_request)
+        .await
+    {
+        Ok(r) => plugin_response(r),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn plugin_headers(headers: &HeaderMap) -> Vec<Header> {
+    headers
+        .iter()
+        .filter(|(name, _)| !HIDDEN_REQUEST_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some(Header {
+                name: name.as_str().to_owned(),
+                value: value.to_str().ok()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn plugin_response(r: crate::runtime::bindings::Response) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::new(Body::from(r.body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    for h in r.headers {
+        let name = h.name.to_ascii_lowercase();
+        let allowed = ALLOWED_RESPONSE_HEADERS.contains(&name.as_str()) || name.starts_with("x-linli-");
+        // Redirects stay on this host: no open redirects through a plugin.
+        let offsite = name == "location" && (!h.value.starts_with('/') || h.value.starts_with("//"));
+        if !allowed || offsite {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&h.value)) {
+            headers.append(name, value);
+        }
+    }
+    // Whatever a plugin returns, it cannot run script on the host's origin.
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("sandbox; default-src 'none'; frame-ancestors 'none'"),
+    );
+    response
+}

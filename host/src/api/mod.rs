@@ -1,0 +1,181 @@
+//! The HTTP surface: health, metrics, the plugin gateway and the admin API (`/api/v1`),
+//! described by an OpenAPI document generated from these handlers (`/api/v1/openapi.json`).
+
+mod admin;
+mod error;
+mod gateway;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::ApiError;
+
+use crate::platform::Platform;
+
+/// The request id of the current request (from `x-request-id` if well-formed, else new).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "linli",
+        description = "linli host API: health, metrics, the plugin gateway and the admin API. \
+                       Admin calls need `Authorization: Bearer <admin_token>`.",
+    ),
+    paths(gateway::gateway_doc),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "gateway", description = "Requests handed to plugins"),
+        (name = "tenants", description = "The tenant tree"),
+        (name = "plugins", description = "Plugins installed at tenants"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The whole application: every route, the OpenAPI document and the middleware.
+pub fn router(platform: Arc<Platform>) -> Router {
+    let (router, openapi) = api_parts(platform.clone());
+    let openapi = Arc::new(openapi);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/t/{tenant}/p/{plugin}", any(gateway::gateway))
+        .route("/t/{tenant}/p/{plugin}/", any(gateway::gateway))
+        .route("/t/{tenant}/p/{plugin}/{*path}", any(gateway::gateway))
+        .fallback(not_found)
+        .layer(middleware::from_fn(request_id))
+        .with_state(platform)
+}
+
+/// The routes that carry their own OpenAPI description, and the document built from them.
+fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi::OpenApi) {
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::list_tenants, admin::create_tenant))
+        .routes(routes!(admin::list_all_plugins))
+        .routes(routes!(admin::list_plugins, admin::install_plugin))
+        .routes(routes!(admin::get_plugin, admin::uninstall_plugin))
+        .routes(routes!(admin::suspend_plugin))
+        .routes(routes!(admin::resume_plugin))
+        .layer(admin::body_limit(&platform))
+        .route_layer(middleware::from_fn_with_state(platform, admin::require_admin));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .merge(admin)
+        .split_for_parts()
+}
+
+/// The OpenAPI document (what `/api/v1/openapi.json` serves).
+pub fn openapi(platform: Arc<Platform>) -> utoipa::openapi::OpenApi {
+    let mut doc = api_parts(platform).1;
+    doc.paths.paths.insert(
+        "/api/v1/openapi.json".into(),
+        utoipa::openapi::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .tag("health")
+                .response("200", utoipa::openapi::Response::new("The OpenAPI 3 document")),
+        ),
+    );
+    doc
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "没有这个地址 / no such route")
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Alive")))]
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "Ready"),
+    (status = 503, description = "Database unreachable"),
+))]
+async fn readyz(State(platform): State<Arc<Platform>>) -> Response {
+    if platform.ready().await {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "数据库不可用 / database unreachable",
+        )
+        .into_response()
+    }
+}
+
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+async fn metrics(State(platform): State<Arc<Platform>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        platform.metrics.render(),
+    )
+        .into_response()
+}
+
+fn well_formed_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Give every request an id, a tracing span carrying it, and an `x-request-id` answer.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| well_formed_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("http", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = async move {
+        let started = std::time::Instant::now();
+        let response = next.run(req).await;
+        tracing::debug!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
+        response
+    }
+    .instrument(span)
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}

@@ -1,0 +1,99 @@
+//! Prometheus metrics, per tenant and plugin: calls, errors, traps, deadline hits, latency
+//! and instance memory. Served at `GET /metrics` in the text exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::runtime::{CallError, CallStats};
+
+/// Labels of every per-plugin metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub tenant: String,
+    pub plugin: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+fn memory_histogram() -> Histogram {
+    // 64 KiB .. 4 GiB
+    Histogram::new(exponential_buckets(65536.0, 2.0, 17))
+}
+
+/// The host's metrics.
+pub struct Metrics {
+    registry: Registry,
+    calls: Family<PluginLabels, Counter>,
+    errors: Family<PluginLabels, Counter>,
+    traps: Family<PluginLabels, Counter>,
+    deadlines: Family<PluginLabels, Counter>,
+    suspensions: Family<PluginLabels, Counter>,
+    latency: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    memory: Family<PluginLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("linli");
+        let calls = Family::<PluginLabels, Counter>::default();
+        let errors = Family::<PluginLabels, Counter>::default();
+        let traps = Family::<PluginLabels, Counter>::default();
+        let deadlines = Family::<PluginLabels, Counter>::default();
+        let suspensions = Family::<PluginLabels, Counter>::default();
+        let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let memory = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(memory_histogram);
+        registry.register("plugin_calls", "Calls into plugins", calls.clone());
+        registry.register("plugin_errors", "Plugin calls that failed (trap, deadline, rejected output, host error)", errors.clone());
+        registry.register("plugin_traps", "Plugin calls that trapped", traps.clone());
+        registry.register("plugin_deadline_hits", "Plugin calls stopped at their deadline", deadlines.clone());
+        registry.register("plugin_suspensions", "Times a plugin was suspended for trapping", suspensions.clone());
+        registry.register("plugin_call_seconds", "Latency of plugin calls", latency.clone());
+        registry.register("plugin_instance_memory_bytes", "Peak linear memory of plugin instances", memory.clone());
+        Metrics { registry, calls, errors, traps, deadlines, suspensions, latency, memory }
+    }
+
+    /// Record one finished call.
+    pub fn observe<T>(&self, labels: &PluginLabels, seconds: f64, result: &Result<T, CallError>, stats: CallStats) {
+        self.calls.get_or_create(labels).inc();
+        self.latency.get_or_create(labels).observe(seconds);
+        if stats.peak_memory > 0 {
+            self.memory.get_or_create(labels).observe(stats.peak_memory as f64);
+        }
+        if let Err(e) = result {
+            self.errors.get_or_create(labels).inc();
+            match e {
+                CallError::Trap(_) => {
+                    self.traps.get_or_create(labels).inc();
+                }
+                CallError::Deadline(_) => {
+                    self.deadlines.get_or_create(labels).inc();
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn suspended(&self, labels: &PluginLabels) {
+        self.suspensions.get_or_create(labels).inc();
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

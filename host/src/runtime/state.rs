@@ -1,0 +1,126 @@
+//! The per-call `Store` data: who is calling (scope), the capabilities' state, WASI's minimal
+//! context, and the resource limiter.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capabilities::log::LogLimiter;
+use crate::config::Limits;
+use crate::storage::Db;
+use crate::storage::kv::Scope;
+
+/// Everything about one call the host knows and the guest cannot change.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    /// The (tenant, plugin) every capability call is confined to.
+    pub scope: Scope,
+    /// The gateway's request id (or an event's id), carried into every log line.
+    pub request_id: String,
+    pub db: Db,
+    /// The installation's log budget, shared by all its calls.
+    pub log_limiter: Arc<LogLimiter>,
+}
+
+/// The data of one `Store`: one call of one plugin instance.
+pub struct HostState {
+    pub(crate) call: CallContext,
+    /// Whether capability imports answer at all. `false` while the host asks a component for
+    /// its metadata, which must not touch data.
+    pub(crate) capabilities_enabled: bool,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub(crate) fn new(call: CallContext, limits: Arc<Limits>, capabilities_enabled: bool) -> Self {
+        let stdout = MemoryOutputPipe::new(limits.stdio_bytes);
+        let stderr = MemoryOutputPipe::new(limits.stdio_bytes);
+        // No preopened directories, no environment, no arguments, no network: only clocks,
+        // random and the two captured output streams are usable.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            limiter: Limiter::new(limits.memory_bytes, limits.table_elements),
+            call,
+            capabilities_enabled,
+            limits,
+            wasi,
+            table: ResourceTable::new(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Enforces memory and table limits per instance and remembers the peak and any refusal, so
+/// a trap that follows a refused growth is reported as the limit it is.
+#[derive(Debug)]
+pub struct Limiter {
+    memory_bytes: u64,
+    table_elements: u32,
+    pub peak_memory: u64,
+    pub memory_refused: bool,
+    pub table_refused: bool,
+}
+
+impl Limiter {
+    fn new(memory_bytes: u64, table_elements: u32) -> Self {
+        Limiter {
+            memory_bytes,
+            table_elements,
+            peak_memory: 0,
+            memory_refused: false,
+            table_refused: false,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_bytes {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        self.peak_memory = self.peak_memory.max(desired as u64);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements as usize {
+            self.table_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,210 @@
+//! The database: one sqlx `AnyPool` over SQLite (default, a file in the data dir, WAL) or
+//! Postgres (`database_url = postgres://…`), with the same SQL for both.
+//!
+//! Only this module and its children write SQL. Queries use `$1`-style placeholders, which both
+//! backends accept. Write transactions go through [`Db::write`], which begins them the way each
+//! backend needs (`BEGIN IMMEDIATE` on SQLite, `SERIALIZABLE` on Postgres) and retries on
+//! serialization conflicts, so callers can read-modify-write without lost updates.
+
+pub mod installs;
+pub mod kv;
+pub mod tenants;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Transaction};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A storage failure, already classified for callers.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A named quota was hit; the message names it and its value.
+    #[error("quota exceeded: {0}")]
+    Quota(String),
+    /// The stored data does not fit the operation (e.g. incrementing a non-counter).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How many times a write transaction is retried after a serialization conflict.
+const WRITE_RETRIES: u32 = 64;
+
+/// The shared database handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite allows one writer at a time; taking this in-process lock first turns what would
+    /// be busy-waiting inside SQLite into a fair async queue. Other processes (the CLI) are
+    /// still covered by `busy_timeout` and the retry loop.
+    write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Db {
+    /// Connect to `url`, or to `data_dir/linli.db` when `url` is `None`, and run migrations.
+    pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<Db> {
+        install_default_drivers();
+        let url = match url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("linli.db").display()),
+        };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let pool = match backend {
+            Backend::Sqlite => {
+                options
+                    .max_connections(8)
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            use sqlx::Executor;
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => options.max_connections(16).connect(&url).await?,
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Db {
+            pool,
+            backend,
+            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begin a write transaction the way this backend needs: after the in-process write lock
+    /// on SQLite with `BEGIN IMMEDIATE`, as `SERIALIZABLE` on Postgres. Use it through
+    /// [`write_tx!`], which commits and retries.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        let lock = match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .await?
+            }
+        };
+        Ok(WriteTx { tx, _lock: lock })
+    }
+
+    /// After a failed attempt: whether to run the transaction again (after a short, growing,
+    /// jittered pause). Only transient conflicts are retried, at most [`WRITE_RETRIES`] times.
+    pub(crate) async fn retry_after(&self, error: &StorageError, attempt: &mut u32) -> bool {
+        let StorageError::Database(e) = error else {
+            return false;
+        };
+        if *attempt >= WRITE_RETRIES || !is_retryable(e) {
+            return false;
+        }
+        *attempt += 1;
+        let jitter = rand::random::<u64>() % (1 + u64::from((*attempt).min(10)) * 2);
+        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        true
+    }
+}
+
+/// An open write transaction (and, on SQLite, the in-process write lock).
+pub(crate) struct WriteTx {
+    pub(crate) tx: Transaction<'static, Any>,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// Run `$body` in a write transaction on `$db` with `$tx: &mut Transaction<Any>`, commit it,
+/// and on a transient conflict run it again. `$body` evaluates to `storage::Result<T>`; an
+/// `Err` (or an early `return Err(..)`) rolls back. It must have no effects outside the
+/// transaction, since it may run more than once.
+macro_rules! write_tx {
+    ($db:expr, |$tx:ident| $body:block) => {{
+        let db: &$crate::storage::Db = $db;
+        let mut attempt = 0u32;
+        loop {
+            let result: $crate::storage::Result<_> = async {
+                let mut w = db.begin_write().await?;
+                let value = {
+                    let $tx = &mut w.tx;
+                    let r: $crate::storage::Result<_> = async { $body }.await;
+                    r?
+                };
+                w.tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(e) if db.retry_after(&e, &mut attempt).await => continue,
+                other => break other,
+            }
+        }
+    }};
+}
+pub(crate) use write_tx;
+
+/// Whether a database error is a transient conflict worth retrying the transaction for.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // Postgres: serialization_failure, deadlock_detected, unique_violation (two
+            // transactions inserting the same new key). SQLite: BUSY, BUSY_SNAPSHOT, LOCKED.
+            matches!(
+                code.as_ref(),
+                "40001" | "40P01" | "23505" | "5" | "517" | "6" | "262"
+            ) || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

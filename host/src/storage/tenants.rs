@@ -1,0 +1,207 @@
+//! The tenant tree: county → township → community/village → grid.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{Db, Result, StorageError, now_ms};
+
+/// The level of a tenant in the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantKind {
+    /// 县/区
+    County,
+    /// 乡镇/街道
+    Township,
+    /// 社区
+    Community,
+    /// 村
+    Village,
+    /// 网格
+    Grid,
+}
+
+impl TenantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantKind::County => "county",
+            TenantKind::Township => "township",
+            TenantKind::Community => "community",
+            TenantKind::Village => "village",
+            TenantKind::Grid => "grid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TenantKind> {
+        Some(match s {
+            "county" => TenantKind::County,
+            "township" => TenantKind::Township,
+            "community" => TenantKind::Community,
+            "village" => TenantKind::Village,
+            "grid" => TenantKind::Grid,
+            _ => return None,
+        })
+    }
+
+    /// Kinds allowed as this kind's parent (`None` in the list: a root).
+    fn allowed_parents(self) -> &'static [Option<TenantKind>] {
+        match self {
+            TenantKind::County => &[None],
+            TenantKind::Township => &[Some(TenantKind::County)],
+            TenantKind::Community | TenantKind::Village => &[Some(TenantKind::Township)],
+            TenantKind::Grid => &[Some(TenantKind::Community), Some(TenantKind::Village)],
+        }
+    }
+}
+
+/// A node of the tenant tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    /// Lower-case id used in URLs, `[a-z0-9][a-z0-9-]{0,62}`.
+    pub id: String,
+    pub parent_id: Option<String>,
+    pub kind: TenantKind,
+    pub name_zh: String,
+    pub name_en: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+/// Whether `id` is a valid tenant or plugin id: `[a-z0-9][a-z0-9-]{0,62}`.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+}
+
+/// Create a tenant. Errors: `Invalid` for a bad id, name or parent kind, `NotFound` for a
+/// missing parent, `Conflict` if the id is taken.
+pub async fn create(
+    db: &Db,
+    id: &str,
+    parent_id: Option<&str>,
+    kind: TenantKind,
+    name_zh: &str,
+    name_en: &str,
+) -> Result<Tenant> {
+    if !valid_id(id) {
+        return Err(StorageError::Invalid(format!(
+            "租户标识须为小写字母、数字和连字符，最长 63 / tenant id must match [a-z0-9][a-z0-9-]{{0,62}}: {id:?}"
+        )));
+    }
+    for (field, name) in [("name_zh", name_zh), ("name_en", name_en)] {
+        if name.trim().is_empty() || name.chars().count() > 100 {
+            return Err(StorageError::Invalid(format!(
+                "{field} 须为 1–100 个字符 / {field} must be 1–100 characters"
+            )));
+        }
+    }
+    let created_at = now_ms();
+    super::write_tx!(db, |tx| {
+            let taken = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if taken.is_some() {
+                return Err(StorageError::Conflict(format!(
+                    "租户已存在 / tenant already exists: {id}"
+                )));
+            }
+            let parent_kind = match parent_id {
+                None => None,
+                Some(p) => {
+                    let row = sqlx::query("SELECT kind FROM tenants WHERE id = $1")
+                        .bind(p)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .ok_or_else(|| {
+                            StorageError::NotFound(format!("上级租户不存在 / parent tenant not found: {p}"))
+                        })?;
+                    let k: String = row.try_get(0)?;
+                    TenantKind::parse(&k)
+                }
+            };
+            if !kind.allowed_parents().contains(&parent_kind) {
+                return Err(StorageError::Invalid(format!(
+                    "{} 不能挂在 {} 之下 / a {} cannot sit under {}",
+                    kind.as_str(),
+                    parent_kind.map_or("根 (root)", TenantKind::as_str),
+                    kind.as_str(),
+                    parent_kind.map_or("the root", TenantKind::as_str),
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO tenants (id, parent_id, kind, name_zh, name_en, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(parent_id)
+            .bind(kind.as_str())
+            .bind(name_zh)
+            .bind(name_en)
+            .bind(created_at)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+    })?;
+    Ok(Tenant {
+        id: id.to_owned(),
+        parent_id: parent_id.map(str::to_owned),
+        kind,
+        name_zh: name_zh.to_owned(),
+        name_en: name_en.to_owned(),
+        created_at,
+    })
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<Tenant> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        parent_id: row.try_get("parent_id")?,
+        kind: TenantKind::parse(&kind)
+            .ok_or_else(|| StorageError::Invalid(format!("stored tenant kind {kind:?}")))?,
+        name_zh: row.try_get("name_zh")?,
+        name_en: row.try_get("name_en")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<Tenant>> {
+    let row = sqlx::query("SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+pub async fn list(db: &Db) -> Result<Vec<Tenant>> {
+    let rows = sqlx::query("SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants ORDER BY created_at, id")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+pub async fn count(db: &Db) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) FROM tenants").fetch_one(db.pool()).await?;
+    Ok(row.try_get(0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("dongcun"));
+        assert!(valid_id("a-1"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("-a"));
+        assert!(!valid_id("A"));
+        assert!(!valid_id("a/b"));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(&"a".repeat(64)));
+    }
+}
