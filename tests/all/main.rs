@@ -1,0 +1,6 @@
+//! linli integration tests: one binary, a module per area.
+
+mod api;
+mod cli;
+mod data;
+mod hostile;
