@@ -126,7 +126,12 @@ impl TestHost {
         TestHost {
             platform,
             base,
-            client: reqwest::Client::new(),
+            // A contained plugin answers quickly; a hung request fails the test instead of
+            // hanging it.
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("client"),
             dir,
             shutdown: Some(tx),
             server: Some(server),

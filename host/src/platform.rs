@@ -173,6 +173,15 @@ impl Platform {
         }
     }
 
+    /// Log lines of an installation dropped for exceeding `limits.log_lines_per_second`.
+    pub fn log_lines_dropped(&self, tenant: &str, plugin: &str) -> u64 {
+        self.log_limiters
+            .lock()
+            .expect("log limiter lock")
+            .get(&(tenant.to_owned(), plugin.to_owned()))
+            .map_or(0, |l| l.dropped())
+    }
+
     // ---- tenants -------------------------------------------------------------------------
 
     pub async fn create_tenant(

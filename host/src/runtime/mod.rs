@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use wasmtime::component::{Component, HasData, HasSelf, Linker, ResourceTable, types::ComponentItem};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 use crate::config::Limits;
 use bindings::{Event, Plugin, PluginPre, Request, Response};
@@ -29,6 +29,9 @@ pub use state::HostState;
 
 /// How often the epoch ticker advances; the deadline resolution.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Epoch ticks a guest runs before it yields to the executor (a 10 ms time slice).
+const SLICE_TICKS: u64 = 2;
 
 /// Interfaces a component may import. Everything else (sockets, HTTP, …) fails the install.
 const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
@@ -425,8 +428,18 @@ impl Runtime {
         let request_id = call.request_id.clone();
         let mut store = Store::new(&self.engine, HostState::new(call, self.limits.clone(), capabilities));
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1));
-        store.epoch_deadline_trap();
+        // Time-slice the guest: every SLICE_TICKS epochs it yields to the async executor, so
+        // a spinning plugin cannot starve other requests on the same worker thread; past the
+        // deadline it is interrupted (a trap the caller sees as `CallError::Deadline`).
+        let started = std::time::Instant::now();
+        store.set_epoch_deadline(SLICE_TICKS);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if started.elapsed() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(SLICE_TICKS)
+            })
+        });
 
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
