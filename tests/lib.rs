@@ -196,9 +196,31 @@ impl TestHost {
 /// Written as a core module by hand (Rust has no table.grow) and wrapped as a component of
 /// the `linli:plugin` world with wit-component.
 pub fn table_bomb_component() -> Vec<u8> {
-    // metadata record at 1024: ten (ptr, len) pairs; strings at 1200.
+    wat_plugin("table-bomb", "0.1.0")
+}
+
+/// A hand-written component of the `linli:plugin` world with the given id and version,
+/// whose request handler grows its table until refused and then traps.
+pub fn wat_plugin(id: &str, version: &str) -> Vec<u8> {
+    assert!(id.is_ascii() && version.is_ascii() && id.len() + version.len() < 100);
+    // metadata record at 1024: ten (ptr, len) pairs; strings from 1200: id, version, title.
+    let title = "table";
+    let (id_at, version_at) = (1200u32, 1200 + id.len() as u32);
+    let title_at = version_at + version.len() as u32;
+    let strings = format!("{id}{version}{title}");
     let mut record = Vec::new();
-    let fields: [(u32, u32); 10] = [(1200, 10), (1210, 5), (1215, 5), (1215, 5), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0)];
+    let fields: [(u32, u32); 10] = [
+        (id_at, id.len() as u32),
+        (version_at, version.len() as u32),
+        (title_at, title.len() as u32),
+        (title_at, title.len() as u32),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (0, 0),
+    ];
     for (ptr, len) in fields {
         record.extend_from_slice(&ptr.to_le_bytes());
         record.extend_from_slice(&len.to_le_bytes());
@@ -230,7 +252,7 @@ pub fn table_bomb_component() -> Vec<u8> {
   (func (export "linli:plugin/lifecycle@0.1.0#on-install") (result i32) (i32.const 4096))
   (func (export "linli:plugin/lifecycle@0.1.0#on-upgrade") (param i32 i32) (result i32) (i32.const 4096))
   (data (i32.const 1024) "{escaped}")
-  (data (i32.const 1200) "table-bomb0.1.0table")
+  (data (i32.const 1200) "{strings}")
 )"#
     );
     let mut module = wat::parse_str(&wat).expect("table bomb WAT");

@@ -61,7 +61,7 @@ impl utoipa::Modify for BearerAuth {
 /// The whole application: every route, the OpenAPI document and the middleware.
 pub fn router(platform: Arc<Platform>) -> Router {
     let (router, openapi) = api_parts(platform.clone());
-    let openapi = Arc::new(openapi);
+    let openapi = Arc::new(with_self_path(openapi));
     router
         .route(
             "/api/v1/openapi.json",
@@ -99,7 +99,11 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
 
 /// The OpenAPI document (what `/api/v1/openapi.json` serves).
 pub fn openapi(platform: Arc<Platform>) -> utoipa::openapi::OpenApi {
-    let mut doc = api_parts(platform).1;
+    with_self_path(api_parts(platform).1)
+}
+
+/// Add the document's own route to it.
+fn with_self_path(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc.paths.paths.insert(
         "/api/v1/openapi.json".into(),
         utoipa::openapi::PathItem::new(
