@@ -1,7 +1,7 @@
 //! Builds the guest programs the integration tests run (like wasmtime's test-programs):
 //! `examples/hello` and the plugins in `tests/guests/`, for `wasm32-wasip2`, in their own
 //! target directory so the outer cargo's lock is never contended. Their paths reach the
-//! tests as `env!("LINLI_GUEST_<NAME>")`.
+//! tests as `env!("GUEST_WASM_<NAME>")`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +18,7 @@ fn main() {
     for name in ["hostile", "spy", "hello"] {
         let wasm = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
         assert!(wasm.is_file(), "guest {name} was not built at {}", wasm.display());
-        println!("cargo:rustc-env=LINLI_GUEST_{}={}", name.to_uppercase(), wasm.display());
+        println!("cargo:rustc-env=GUEST_WASM_{}={}", name.to_uppercase(), wasm.display());
     }
     for dir in ["tests/guests", "examples/hello", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());

@@ -10,11 +10,11 @@ use linli::storage::tenants::TenantKind;
 use tokio::sync::oneshot;
 
 /// `examples/hello`, built for wasm32-wasip2.
-pub const HELLO: &str = env!("LINLI_GUEST_HELLO");
+pub const HELLO: &str = env!("GUEST_WASM_HELLO");
 /// `tests/guests/hostile`: one route per attack on a limit.
-pub const HOSTILE: &str = env!("LINLI_GUEST_HOSTILE");
+pub const HOSTILE: &str = env!("GUEST_WASM_HOSTILE");
 /// `tests/guests/spy`: tries to read other plugins' data.
-pub const SPY: &str = env!("LINLI_GUEST_SPY");
+pub const SPY: &str = env!("GUEST_WASM_SPY");
 
 /// The admin token every test host is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";

@@ -177,11 +177,32 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Tenant>> {
     row.as_ref().map(from_row).transpose()
 }
 
+/// Every tenant in tree order: each parent before its children, siblings by id.
 pub async fn list(db: &Db) -> Result<Vec<Tenant>> {
-    let rows = sqlx::query("SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants ORDER BY created_at, id")
+    let rows = sqlx::query("SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants ORDER BY id")
         .fetch_all(db.pool())
         .await?;
-    rows.iter().map(from_row).collect()
+    let all = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    Ok(tree_order(all))
+}
+
+fn tree_order(all: Vec<Tenant>) -> Vec<Tenant> {
+    use std::collections::HashMap;
+    let mut children: HashMap<Option<String>, Vec<Tenant>> = HashMap::new();
+    for t in all {
+        children.entry(t.parent_id.clone()).or_default().push(t);
+    }
+    let mut out = Vec::new();
+    let mut stack: Vec<Tenant> = children.remove(&None).unwrap_or_default();
+    stack.reverse();
+    while let Some(t) = stack.pop() {
+        if let Some(mut kids) = children.remove(&Some(t.id.clone())) {
+            kids.reverse();
+            stack.extend(kids);
+        }
+        out.push(t);
+    }
+    out
 }
 
 pub async fn count(db: &Db) -> Result<i64> {
