@@ -15,10 +15,20 @@ fn main() {
     build(&cargo, &root.join("tests/guests/Cargo.toml"), &target);
     build(&cargo, &root.join("examples/hello/Cargo.toml"), &target);
 
-    for name in ["hostile", "spy", "hello"] {
-        let wasm = target.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
-        assert!(wasm.is_file(), "guest {name} was not built at {}", wasm.display());
-        println!("cargo:rustc-env=GUEST_WASM_{}={}", name.to_uppercase(), wasm.display());
+    for name in ["bench", "hostile", "spy", "hello"] {
+        let wasm = target
+            .join("wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
+        assert!(
+            wasm.is_file(),
+            "guest {name} was not built at {}",
+            wasm.display()
+        );
+        println!(
+            "cargo:rustc-env=GUEST_WASM_{}={}",
+            name.to_uppercase(),
+            wasm.display()
+        );
     }
     for dir in ["tests/guests", "examples/hello", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
@@ -27,7 +37,13 @@ fn main() {
 
 fn build(cargo: &str, manifest: &Path, target: &Path) {
     let status = Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--manifest-path",
+        ])
         .arg(manifest)
         .arg("--target-dir")
         .arg(target)
@@ -36,6 +52,10 @@ fn build(cargo: &str, manifest: &Path, target: &Path) {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
+        // Under `cargo clippy` the lint driver must not wrap the guest build.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
+        .env_remove("CLIPPY_CONF_DIR")
         .status()
         .expect("running cargo for the guest programs");
     assert!(

@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 pub const HELLO: &str = env!("GUEST_WASM_HELLO");
 /// `tests/guests/hostile`: one route per attack on a limit.
 pub const HOSTILE: &str = env!("GUEST_WASM_HOSTILE");
+/// `tests/guests/bench`: a trivial handler and loops of data operations.
+pub const BENCH: &str = env!("GUEST_WASM_BENCH");
 /// `tests/guests/spy`: tries to read other plugins' data.
 pub const SPY: &str = env!("GUEST_WASM_SPY");
 
@@ -28,7 +30,8 @@ pub enum Backend {
 
 /// The Postgres server the tests use (`LINLI_TEST_POSTGRES_URL`, default: the local one).
 pub fn postgres_base_url() -> String {
-    std::env::var("LINLI_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("LINLI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// A fresh, empty schema in the test Postgres, as a URL whose connections use it.
@@ -53,7 +56,9 @@ pub async fn test_db(backend: Backend, dir: &std::path::Path) -> linli::storage:
         Backend::Sqlite => None,
         Backend::Postgres => Some(fresh_postgres_url().await),
     };
-    linli::storage::Db::connect(url.as_deref(), dir).await.expect("connect test db")
+    linli::storage::Db::connect(url.as_deref(), dir)
+        .await
+        .expect("connect test db")
 }
 
 /// Instantiate async test functions `fn(Backend)` once per backend, in modules `sqlite` and
@@ -117,7 +122,9 @@ impl TestHost {
     /// Start a host on an existing config and data dir (e.g. to restart over the same data).
     pub async fn start_with(config: Config, dir: tempfile::TempDir) -> TestHost {
         let platform = Platform::open(config).await.expect("open platform");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(linli::serve(listener, platform.clone(), async {
@@ -154,19 +161,42 @@ impl TestHost {
     /// Create `qingshan > dongxi > {village}` (the county and township once).
     pub async fn village(&self, village: &str) {
         let p = &self.platform;
-        let _ = p.create_tenant("qingshan", None, TenantKind::County, "青山县", "Qingshan County").await;
         let _ = p
-            .create_tenant("dongxi", Some("qingshan"), TenantKind::Township, "东溪镇", "Dongxi Town")
+            .create_tenant(
+                "qingshan",
+                None,
+                TenantKind::County,
+                "青山县",
+                "Qingshan County",
+            )
             .await;
-        p.create_tenant(village, Some("dongxi"), TenantKind::Village, village, village)
-            .await
-            .expect("create village");
+        let _ = p
+            .create_tenant(
+                "dongxi",
+                Some("qingshan"),
+                TenantKind::Township,
+                "东溪镇",
+                "Dongxi Town",
+            )
+            .await;
+        p.create_tenant(
+            village,
+            Some("dongxi"),
+            TenantKind::Village,
+            village,
+            village,
+        )
+        .await
+        .expect("create village");
     }
 
     /// Install the component at `path` at `tenant` through the platform.
     pub async fn install(&self, tenant: &str, path: &str) {
         let bytes = std::fs::read(path).expect("read guest");
-        self.platform.install(tenant, &bytes).await.expect("install");
+        self.platform
+            .install(tenant, &bytes)
+            .await
+            .expect("install");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -182,13 +212,16 @@ impl TestHost {
     /// GET and parse JSON.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let (status, body) = self.get(path).await;
-        let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        let value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
         (status, value)
     }
 
     /// An admin request builder with the bearer token.
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN)
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
     }
 }
 
@@ -260,8 +293,13 @@ pub fn wat_plugin(id: &str, version: &str) -> Vec<u8> {
     let wit_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../wit");
     let (pkg, _) = resolve.push_dir(wit_dir).expect("parse wit/");
     let world = resolve.select_world(&[pkg], Some("plugin")).expect("world");
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
-        .expect("embed metadata");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("embed metadata");
     wit_component::ComponentEncoder::default()
         .module(&module)
         .expect("module")

@@ -119,7 +119,8 @@ enum PluginCommand {
 }
 
 fn parse_kind(s: &str) -> Result<TenantKind, String> {
-    TenantKind::parse(s).ok_or_else(|| format!("expected county, township, community, village or grid, got {s:?}"))
+    TenantKind::parse(s)
+        .ok_or_else(|| format!("expected county, township, community, village or grid, got {s:?}"))
 }
 
 /// Parse the command line and run it.
@@ -130,7 +131,11 @@ pub fn main() -> std::process::ExitCode {
         database_url: cli.global.database_url.clone(),
         ..Overrides::default()
     };
-    if let Command::Serve { listen, demo_plugins } = &cli.command {
+    if let Command::Serve {
+        listen,
+        demo_plugins,
+    } = &cli.command
+    {
         overrides.listen = *listen;
         overrides.demo_plugins_dir = demo_plugins.clone();
     }
@@ -141,7 +146,10 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(config.log_format, matches!(cli.command, Command::Serve { .. }));
+    init_tracing(
+        config.log_format,
+        matches!(cli.command, Command::Serve { .. }),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -162,7 +170,9 @@ fn init_tracing(format: LogFormat, serving: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if serving { "info" } else { "warn" };
     let filter = EnvFilter::try_from_env("LINLI_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -200,7 +210,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Install { file, tenant }) => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let report = platform.install(&tenant, &bytes).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
@@ -225,7 +236,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Plugin(PluginCommand::Suspend { plugin, tenant, reason }) => {
+        Command::Plugin(PluginCommand::Suspend {
+            plugin,
+            tenant,
+            reason,
+        }) => {
             let reason = reason.unwrap_or_else(|| "管理员暂停 / suspended by an admin".into());
             let i = platform
                 .set_status(&tenant, &plugin, Status::Suspended, Some(&reason))
@@ -234,7 +249,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Resume { plugin, tenant }) => {
-            let i = platform.set_status(&tenant, &plugin, Status::Active, None).await?;
+            let i = platform
+                .set_status(&tenant, &plugin, Status::Active, None)
+                .await?;
             println!("{}", serde_json::to_string_pretty(&i)?);
             Ok(())
         }
@@ -270,7 +287,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

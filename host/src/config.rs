@@ -172,12 +172,8 @@ impl Config {
                 !key.starts_with("test_") && key != "log"
             })
             .split("__");
-        figment = figment
-            .merge(env)
-            .merge(Serialized::defaults(overrides));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError(e.to_string()))?;
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -211,7 +207,9 @@ impl Config {
         ];
         for (name, value) in nonzero {
             if value == 0 {
-                return Err(ConfigError(format!("{name} 必须大于 0 / {name} must be > 0")));
+                return Err(ConfigError(format!(
+                    "{name} 必须大于 0 / {name} must be > 0"
+                )));
             }
         }
         Ok(())

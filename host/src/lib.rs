@@ -1,14 +1,14 @@
 //! linli host: one community platform for a county, every local feature a sandboxed Wasm
 //! plugin. See ARCHITECTURE.md at the repository root for the map and the invariants.
 
-pub mod capabilities;
-pub mod config;
-pub mod runtime;
-pub mod storage;
 pub mod api;
+pub mod capabilities;
+pub mod cli;
+pub mod config;
 pub mod metrics;
 pub mod platform;
-pub mod cli;
+pub mod runtime;
+pub mod storage;
 
 use std::future::Future;
 use std::sync::Arc;

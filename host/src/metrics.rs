@@ -52,24 +52,65 @@ impl Metrics {
         let traps = Family::<PluginLabels, Counter>::default();
         let deadlines = Family::<PluginLabels, Counter>::default();
         let suspensions = Family::<PluginLabels, Counter>::default();
-        let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
-        let memory = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(memory_histogram);
+        let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let memory = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            memory_histogram,
+        );
         registry.register("plugin_calls", "Calls into plugins", calls.clone());
-        registry.register("plugin_errors", "Plugin calls that failed (trap, deadline, rejected output, host error)", errors.clone());
+        registry.register(
+            "plugin_errors",
+            "Plugin calls that failed (trap, deadline, rejected output, host error)",
+            errors.clone(),
+        );
         registry.register("plugin_traps", "Plugin calls that trapped", traps.clone());
-        registry.register("plugin_deadline_hits", "Plugin calls stopped at their deadline", deadlines.clone());
-        registry.register("plugin_suspensions", "Times a plugin was suspended for trapping", suspensions.clone());
-        registry.register("plugin_call_seconds", "Latency of plugin calls", latency.clone());
-        registry.register("plugin_instance_memory_bytes", "Peak linear memory of plugin instances", memory.clone());
-        Metrics { registry, calls, errors, traps, deadlines, suspensions, latency, memory }
+        registry.register(
+            "plugin_deadline_hits",
+            "Plugin calls stopped at their deadline",
+            deadlines.clone(),
+        );
+        registry.register(
+            "plugin_suspensions",
+            "Times a plugin was suspended for trapping",
+            suspensions.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Latency of plugin calls",
+            latency.clone(),
+        );
+        registry.register(
+            "plugin_instance_memory_bytes",
+            "Peak linear memory of plugin instances",
+            memory.clone(),
+        );
+        Metrics {
+            registry,
+            calls,
+            errors,
+            traps,
+            deadlines,
+            suspensions,
+            latency,
+            memory,
+        }
     }
 
     /// Record one finished call.
-    pub fn observe<T>(&self, labels: &PluginLabels, seconds: f64, result: &Result<T, CallError>, stats: CallStats) {
+    pub fn observe<T>(
+        &self,
+        labels: &PluginLabels,
+        seconds: f64,
+        result: &Result<T, CallError>,
+        stats: CallStats,
+    ) {
         self.calls.get_or_create(labels).inc();
         self.latency.get_or_create(labels).observe(seconds);
         if stats.peak_memory > 0 {
-            self.memory.get_or_create(labels).observe(stats.peak_memory as f64);
+            self.memory
+                .get_or_create(labels)
+                .observe(stats.peak_memory as f64);
         }
         if let Err(e) = result {
             self.errors.get_or_create(labels).inc();

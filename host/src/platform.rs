@@ -35,7 +35,11 @@ pub enum PlatformError {
     #[error("插件未安装 / plugin {plugin} is not installed at {tenant}")]
     NotInstalled { tenant: String, plugin: String },
     #[error("插件已暂停 / plugin {plugin} is suspended at {tenant}: {reason}")]
-    Suspended { tenant: String, plugin: String, reason: String },
+    Suspended {
+        tenant: String,
+        plugin: String,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -216,9 +220,17 @@ impl Platform {
     /// Install `bytes` at `tenant`, or upgrade the installed version of the same plugin id.
     /// The component is validated (imports, exports, metadata) and its install or upgrade
     /// hook must succeed before the installation changes.
-    pub async fn install(&self, tenant: &str, bytes: &[u8]) -> Result<InstallReport, PlatformError> {
+    pub async fn install(
+        &self,
+        tenant: &str,
+        bytes: &[u8],
+    ) -> Result<InstallReport, PlatformError> {
         self.require_tenant(tenant).await?;
-        let (hash, pre) = self.runtime.load_new(bytes).await.map_err(PlatformError::Component)?;
+        let (hash, pre) = self
+            .runtime
+            .load_new(bytes)
+            .await
+            .map_err(PlatformError::Component)?;
         let metadata = self
             .runtime
             .metadata(&pre, self.call_context(tenant, "-", "install"))
@@ -237,11 +249,19 @@ impl Platform {
         }
         installs::put_component(&self.db, &hash, bytes).await?;
         let previous = existing.as_ref().map(|r| r.version.clone());
-        let hook = if previous.is_some() { "on-upgrade" } else { "on-install" };
+        let hook = if previous.is_some() {
+            "on-upgrade"
+        } else {
+            "on-install"
+        };
         let request_id = format!("install-{}", uuid::Uuid::new_v4().simple());
         let outcome = self
             .runtime
-            .lifecycle_hook(&pre, self.call_context(tenant, &plugin, &request_id), previous.clone())
+            .lifecycle_hook(
+                &pre,
+                self.call_context(tenant, &plugin, &request_id),
+                previous.clone(),
+            )
             .await
             .map_err(|error| PlatformError::Call {
                 plugin: plugin.clone(),
@@ -276,14 +296,25 @@ impl Platform {
         })
     }
 
-    pub async fn installations(&self, tenant: Option<&str>) -> Result<Vec<Installation>, PlatformError> {
+    pub async fn installations(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Installation>, PlatformError> {
         if let Some(t) = tenant {
             self.require_tenant(t).await?;
         }
-        installs::list(&self.db, tenant).await?.iter().map(to_installation).collect()
+        installs::list(&self.db, tenant)
+            .await?
+            .iter()
+            .map(to_installation)
+            .collect()
     }
 
-    pub async fn installation(&self, tenant: &str, plugin: &str) -> Result<Installation, PlatformError> {
+    pub async fn installation(
+        &self,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<Installation, PlatformError> {
         match installs::get(&self.db, tenant, plugin).await? {
             Some(row) => to_installation(&row),
             None => Err(self.not_installed(tenant, plugin).await),
@@ -313,14 +344,22 @@ impl Platform {
         }
         self.forget(tenant, plugin);
         if status == Status::Active {
-            self.traps.lock().expect("traps lock").remove(&(tenant.to_owned(), plugin.to_owned()));
+            self.traps
+                .lock()
+                .expect("traps lock")
+                .remove(&(tenant.to_owned(), plugin.to_owned()));
         }
         tracing::info!(%tenant, %plugin, ?status, ?reason, "plugin status changed");
         self.installation(tenant, plugin).await
     }
 
     /// Uninstall; with `purge_data` also delete the plugin's data at this tenant.
-    pub async fn uninstall(&self, tenant: &str, plugin: &str, purge_data: bool) -> Result<u64, PlatformError> {
+    pub async fn uninstall(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        purge_data: bool,
+    ) -> Result<u64, PlatformError> {
         match installs::delete(&self.db, tenant, plugin).await {
             Err(StorageError::NotFound(_)) => return Err(self.not_installed(tenant, plugin).await),
             other => other?,
@@ -349,7 +388,11 @@ impl Platform {
             .remove(&(tenant.to_owned(), plugin.to_owned()));
     }
 
-    async fn cached_install(&self, tenant: &str, plugin: &str) -> Result<Option<InstallRow>, PlatformError> {
+    async fn cached_install(
+        &self,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<Option<InstallRow>, PlatformError> {
         let key = (tenant.to_owned(), plugin.to_owned());
         if let Some(c) = self.installs.lock().expect("install cache lock").get(&key)
             && c.fetched.elapsed() < INSTALL_CACHE_TTL
@@ -424,15 +467,26 @@ impl Platform {
 
     /// Count a trap; past `limits.trap_threshold` within `limits.trap_window_secs`, suspend
     /// the plugin at this tenant.
-    async fn record_trap(&self, tenant: &str, plugin: &str, labels: &PluginLabels, error: &CallError) {
+    async fn record_trap(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        labels: &PluginLabels,
+        error: &CallError,
+    ) {
         let limits = &self.config.limits;
         let window = Duration::from_secs(limits.trap_window_secs);
         let suspend = {
             let mut traps = self.traps.lock().expect("traps lock");
-            let times = traps.entry((tenant.to_owned(), plugin.to_owned())).or_default();
+            let times = traps
+                .entry((tenant.to_owned(), plugin.to_owned()))
+                .or_default();
             let now = Instant::now();
             times.push_back(now);
-            while times.front().is_some_and(|t| now.duration_since(*t) > window) {
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
                 times.pop_front();
             }
             let over = times.len() >= limits.trap_threshold as usize;
@@ -444,9 +498,14 @@ impl Platform {
         if suspend {
             let reason = format!(
                 "{} 秒内出错 {} 次，已自动暂停 / failed {} times within {} s (limits.trap_threshold); last: {error}",
-                limits.trap_window_secs, limits.trap_threshold, limits.trap_threshold, limits.trap_window_secs
+                limits.trap_window_secs,
+                limits.trap_threshold,
+                limits.trap_threshold,
+                limits.trap_window_secs
             );
-            match installs::set_status(&self.db, tenant, plugin, Status::Suspended, Some(&reason)).await {
+            match installs::set_status(&self.db, tenant, plugin, Status::Suspended, Some(&reason))
+                .await
+            {
                 Ok(()) => {
                     self.metrics.suspended(labels);
                     tracing::warn!(%tenant, %plugin, %reason, "plugin suspended");
@@ -459,7 +518,10 @@ impl Platform {
 
     /// Database reachable?
     pub async fn ready(&self) -> bool {
-        sqlx::query("SELECT 1").execute(self.db.pool()).await.is_ok()
+        sqlx::query("SELECT 1")
+            .execute(self.db.pool())
+            .await
+            .is_ok()
     }
 
     // ---- the demo county -----------------------------------------------------------------
@@ -471,10 +533,34 @@ impl Platform {
             return Ok(false);
         }
         let tree = [
-            ("qingshan", None, TenantKind::County, "青山县", "Qingshan County"),
-            ("dongxi", Some("qingshan"), TenantKind::Township, "东溪镇", "Dongxi Town"),
-            ("dongcun", Some("dongxi"), TenantKind::Village, "东村", "Dong Village"),
-            ("xicun", Some("dongxi"), TenantKind::Village, "西村", "Xi Village"),
+            (
+                "qingshan",
+                None,
+                TenantKind::County,
+                "青山县",
+                "Qingshan County",
+            ),
+            (
+                "dongxi",
+                Some("qingshan"),
+                TenantKind::Township,
+                "东溪镇",
+                "Dongxi Town",
+            ),
+            (
+                "dongcun",
+                Some("dongxi"),
+                TenantKind::Village,
+                "东村",
+                "Dong Village",
+            ),
+            (
+                "xicun",
+                Some("dongxi"),
+                TenantKind::Village,
+                "西村",
+                "Xi Village",
+            ),
         ];
         for (id, parent, kind, zh, en) in tree {
             self.create_tenant(id, parent, kind, zh, en).await?;
@@ -482,7 +568,8 @@ impl Platform {
         tracing::info!("seeded the demo county: qingshan > dongxi > dongcun, xicun");
         if let Some(dir) = &self.config.demo_plugins_dir {
             for path in wasm_files(dir)? {
-                let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 for village in ["dongcun", "xicun"] {
                     match self.install(village, &bytes).await {
                         Ok(r) => tracing::info!(
@@ -491,7 +578,9 @@ impl Platform {
                             version = %r.installation.version,
                             "demo plugin installed"
                         ),
-                        Err(e) => tracing::warn!(village, file = %path.display(), error = %e, "demo plugin not installed"),
+                        Err(e) => {
+                            tracing::warn!(village, file = %path.display(), error = %e, "demo plugin not installed")
+                        }
                     }
                 }
             }

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Error;
 use crate::__private::linli::plugin::data as wit;
+use crate::Error;
 
 /// Read a value.
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -49,9 +49,16 @@ pub fn increment(key: &str, delta: i64) -> Result<i64, Error> {
 
 /// Replace `key` with `new` (delete when `None`) only if it holds `expected` (`None` =
 /// absent). Whether it swapped.
-pub fn compare_and_swap(key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, Error> {
+pub fn compare_and_swap(
+    key: &str,
+    expected: Option<&[u8]>,
+    new: Option<&[u8]>,
+) -> Result<bool, Error> {
     Ok(wit::compare_and_swap(key, expected, new)?)
 }
+
+/// Entries (key, value) in key order.
+pub type Entries = Vec<(String, Vec<u8>)>;
 
 /// One page of entries whose key starts with `prefix`, in key order. Pass the returned cursor
 /// back for the next page; `None` means done. `limit` 0 is the host's default page size.
@@ -59,7 +66,7 @@ pub fn list_page(
     prefix: &str,
     cursor: Option<&str>,
     limit: u32,
-) -> Result<(Vec<(String, Vec<u8>)>, Option<String>), Error> {
+) -> Result<(Entries, Option<String>), Error> {
     let page = wit::list_prefix(prefix, cursor, limit)?;
     Ok((
         page.entries.into_iter().map(|e| (e.key, e.value)).collect(),
@@ -147,22 +154,25 @@ impl Batch {
 
     /// Require `key` to exist.
     pub fn require_exists(mut self, key: &str) -> Self {
-        self.preconditions.push(wit::Precondition::Exists(key.into()));
+        self.preconditions
+            .push(wit::Precondition::Exists(key.into()));
         self
     }
 
     /// Require `key` to be absent.
     pub fn require_absent(mut self, key: &str) -> Self {
-        self.preconditions.push(wit::Precondition::Absent(key.into()));
+        self.preconditions
+            .push(wit::Precondition::Absent(key.into()));
         self
     }
 
     /// Require `key` to hold exactly `value`.
     pub fn require_equals(mut self, key: &str, value: &[u8]) -> Self {
-        self.preconditions.push(wit::Precondition::Equals(wit::Entry {
-            key: key.into(),
-            value: value.to_vec(),
-        }));
+        self.preconditions
+            .push(wit::Precondition::Equals(wit::Entry {
+                key: key.into(),
+                value: value.to_vec(),
+            }));
         self
     }
 
@@ -188,10 +198,11 @@ impl Batch {
 
     /// Add `delta` to the counter at `key`.
     pub fn increment(mut self, key: &str, delta: i64) -> Self {
-        self.operations.push(wit::Operation::Increment(wit::CounterDelta {
-            key: key.into(),
-            delta,
-        }));
+        self.operations
+            .push(wit::Operation::Increment(wit::CounterDelta {
+                key: key.into(),
+                delta,
+            }));
         self
     }
 

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Error;
 use crate::__private::exports::linli::plugin::http as wit;
 use crate::__private::linli::plugin::types::Header;
+use crate::Error;
 
 /// A request handed to the plugin by the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,8 @@ impl Request {
 
     /// The body as UTF-8 text.
     pub fn text(&self) -> Result<&str, Error> {
-        std::str::from_utf8(&self.body).map_err(|_| Error::Invalid("请求体不是 UTF-8 / body is not UTF-8".into()))
+        std::str::from_utf8(&self.body)
+            .map_err(|_| Error::Invalid("请求体不是 UTF-8 / body is not UTF-8".into()))
     }
 
     /// The body parsed as JSON.
@@ -135,7 +136,10 @@ impl Response {
         match serde_json::to_vec(value) {
             Ok(body) => Response {
                 status,
-                headers: vec![("content-type".into(), "application/json; charset=utf-8".into())],
+                headers: vec![(
+                    "content-type".into(),
+                    "application/json; charset=utf-8".into(),
+                )],
                 body,
             },
             Err(e) => Response::error(&Error::Json(e.to_string())),
@@ -263,24 +267,43 @@ impl Router {
         pattern: &str,
         handler: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static,
     ) -> Self {
-        self.routes
-            .push((method.to_ascii_uppercase(), parse_pattern(pattern), Box::new(handler)));
+        self.routes.push((
+            method.to_ascii_uppercase(),
+            parse_pattern(pattern),
+            Box::new(handler),
+        ));
         self
     }
 
-    pub fn get(self, pattern: &str, h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static) -> Self {
+    pub fn get(
+        self,
+        pattern: &str,
+        h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static,
+    ) -> Self {
         self.route("GET", pattern, h)
     }
 
-    pub fn post(self, pattern: &str, h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static) -> Self {
+    pub fn post(
+        self,
+        pattern: &str,
+        h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static,
+    ) -> Self {
         self.route("POST", pattern, h)
     }
 
-    pub fn put(self, pattern: &str, h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static) -> Self {
+    pub fn put(
+        self,
+        pattern: &str,
+        h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static,
+    ) -> Self {
         self.route("PUT", pattern, h)
     }
 
-    pub fn delete(self, pattern: &str, h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static) -> Self {
+    pub fn delete(
+        self,
+        pattern: &str,
+        h: impl Fn(&Request, &Params) -> Result<Response, Error> + 'static,
+    ) -> Self {
         self.route("DELETE", pattern, h)
     }
 
@@ -297,9 +320,15 @@ impl Router {
             }
         }
         if path_matched {
-            Response::error(&Error::Http(405, "不支持此方法 / method not allowed".into()))
+            Response::error(&Error::Http(
+                405,
+                "不支持此方法 / method not allowed".into(),
+            ))
         } else {
-            Response::error(&Error::NotFound(format!("没有这个页面 / no such page: {}", request.path)))
+            Response::error(&Error::NotFound(format!(
+                "没有这个页面 / no such page: {}",
+                request.path
+            )))
         }
     }
 }
@@ -311,12 +340,16 @@ mod tests {
     fn router() -> Router {
         Router::new()
             .get("/", |_, _| Ok(Response::text(200, "home")))
-            .get("/notes/{id}", |_, p| Ok(Response::text(200, p.get("id").unwrap_or("?"))))
+            .get("/notes/{id}", |_, p| {
+                Ok(Response::text(200, p.get("id").unwrap_or("?")))
+            })
             .post("/notes", |r, _| {
                 let v: serde_json::Value = r.json()?;
                 Ok(Response::json(201, &v))
             })
-            .get("/files/{*rest}", |_, p| Ok(Response::text(200, p.get("rest").unwrap_or(""))))
+            .get("/files/{*rest}", |_, p| {
+                Ok(Response::text(200, p.get("rest").unwrap_or("")))
+            })
             .get("/fail", |_, _| Err(Error::Denied("no".into())))
     }
 
@@ -325,8 +358,15 @@ mod tests {
         let r = router();
         assert_eq!(r.handle(Request::new("GET", "/")).body_text(), "home");
         assert_eq!(r.handle(Request::new("GET", "/notes/42")).body_text(), "42");
-        assert_eq!(r.handle(Request::new("GET", "/notes/%E4%BD%A0")).body_text(), "你");
-        assert_eq!(r.handle(Request::new("GET", "/files/a/b/c")).body_text(), "a/b/c");
+        assert_eq!(
+            r.handle(Request::new("GET", "/notes/%E4%BD%A0"))
+                .body_text(),
+            "你"
+        );
+        assert_eq!(
+            r.handle(Request::new("GET", "/files/a/b/c")).body_text(),
+            "a/b/c"
+        );
         assert_eq!(r.handle(Request::new("GET", "/nope")).status, 404);
         assert_eq!(r.handle(Request::new("DELETE", "/notes/1")).status, 405);
         assert_eq!(r.handle(Request::new("GET", "/notes/1/extra")).status, 404);

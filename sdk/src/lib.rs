@@ -134,7 +134,9 @@ pub mod __private {
     use crate::Plugin;
 
     /// The glue behind `http::Guest::handle`.
-    pub fn handle<P: Plugin>(request: exports::linli::plugin::http::Request) -> exports::linli::plugin::http::Response {
+    pub fn handle<P: Plugin>(
+        request: exports::linli::plugin::http::Request,
+    ) -> exports::linli::plugin::http::Response {
         P::handle(crate::Request::from_wit(request)).into_wit()
     }
 }

@@ -37,13 +37,17 @@ impl Metadata {
     /// A capability the plugin cannot work without (`data`, `identity.phone`, `device.gate`,
     /// `messaging.notify`, …) and why, in Chinese and English.
     pub fn require(mut self, capability: &str, purpose_zh: &str, purpose_en: &str) -> Self {
-        self.inner.required.push(request(capability, purpose_zh, purpose_en));
+        self.inner
+            .required
+            .push(request(capability, purpose_zh, purpose_en));
         self
     }
 
     /// A capability the plugin uses if granted.
     pub fn optional(mut self, capability: &str, purpose_zh: &str, purpose_en: &str) -> Self {
-        self.inner.optional.push(request(capability, purpose_zh, purpose_en));
+        self.inner
+            .optional
+            .push(request(capability, purpose_zh, purpose_en));
         self
     }
 

@@ -3,8 +3,8 @@
 //! They are declared in `linli:plugin@0.1.0` so plugins can be written against them now; a
 //! host that does not provide one answers [`crate::Error::Unavailable`], never a made-up value.
 
-use crate::Error;
 use crate::__private::linli::plugin::{device as dev, identity as id, messaging as msg};
+use crate::Error;
 
 pub use dev::{CommandOutcome, DeviceInfo};
 pub use id::{Caller, Field, FieldValue, Person, Profile, ResidentFilter};
@@ -49,7 +49,12 @@ pub mod device {
     }
 
     /// Send a command and wait up to `timeout_ms` for its acknowledgement.
-    pub fn command(device_id: &str, command: &str, payload: &[u8], timeout_ms: u32) -> Result<CommandOutcome, Error> {
+    pub fn command(
+        device_id: &str,
+        command: &str,
+        payload: &[u8],
+        timeout_ms: u32,
+    ) -> Result<CommandOutcome, Error> {
         Ok(dev::send_command(device_id, command, payload, timeout_ms)?)
     }
 }
@@ -59,7 +64,11 @@ pub mod messaging {
     use super::*;
 
     /// Notify recipients; `idempotency_key` makes a retry a no-op.
-    pub fn notify(to: &[Recipient], message: &Notification, idempotency_key: &str) -> Result<(), Error> {
+    pub fn notify(
+        to: &[Recipient],
+        message: &Notification,
+        idempotency_key: &str,
+    ) -> Result<(), Error> {
         Ok(msg::notify(to, message, idempotency_key)?)
     }
 

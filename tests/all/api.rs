@@ -8,7 +8,10 @@ use linli_tests::{Backend, HELLO, TestHost, on_both_backends, wat_plugin};
 async fn json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let body = r.text().await.unwrap();
-    (status, serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
+    )
 }
 
 /// Every path in the OpenAPI document is served (not the fallback), and every route the
@@ -35,7 +38,10 @@ async fn openapi_describes_every_route() {
         "/api/v1/tenants/{tenant}/plugins/{plugin}/resume",
         "/t/{tenant}/p/{plugin}/{path}",
     ] {
-        assert!(paths.contains_key(expected), "{expected} missing from the OpenAPI document");
+        assert!(
+            paths.contains_key(expected),
+            "{expected} missing from the OpenAPI document"
+        );
     }
     let mut checked = 0;
     for (path, item) in paths {
@@ -52,14 +58,20 @@ async fn openapi_describes_every_route() {
             let status = r.status().as_u16();
             let body = r.text().await.unwrap();
             assert_ne!(status, 405, "{method} {path} is documented but not routed");
-            assert!(!body.contains("\"code\":\"not_found\""), "{method} {path} is documented but not routed");
+            assert!(
+                !body.contains("\"code\":\"not_found\""),
+                "{method} {path} is documented but not routed"
+            );
             checked += 1;
         }
     }
     assert!(checked >= 14, "checked {checked} operations");
     // And an undocumented path is the fallback.
     let (status, body) = h.get_json("/api/v1/nope").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,18 +80,35 @@ async fn admin_api_needs_the_token() {
     let r = h.client.get(h.url("/api/v1/tenants")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers().get("www-authenticate").unwrap(), "Bearer");
-    let r = h.client.get(h.url("/api/v1/tenants")).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
+    let r = h
+        .client
+        .get(h.url("/api/v1/tenants"))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(r).await.1["error"]["code"], "unauthorized");
-    let r = h.admin(Method::GET, "/api/v1/tenants").send().await.unwrap();
+    let r = h
+        .admin(Method::GET, "/api/v1/tenants")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Health and the document stay public.
     assert_eq!(h.get("/healthz").await.0, 200);
     assert_eq!(h.get("/readyz").await.0, 200);
 
     let h = TestHost::start(Backend::Sqlite, |c| c.admin_token = None).await;
-    let r = h.admin(Method::GET, "/api/v1/tenants").send().await.unwrap();
+    let r = h
+        .admin(Method::GET, "/api/v1/tenants")
+        .send()
+        .await
+        .unwrap();
     let (status, body) = json(r).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("admin_disabled")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("admin_disabled"))
+    );
 }
 
 async fn tenant_tree_rules(backend: Backend) {
@@ -88,18 +117,49 @@ async fn tenant_tree_rules(backend: Backend) {
     let county = serde_json::json!({"id": "qingshan", "kind": "county", "name_zh": "青山县", "name_en": "Qingshan"});
     assert_eq!(create(county.clone()).await.unwrap().status(), 201);
     let (status, body) = json(create(county).await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
     let cases = [
-        (serde_json::json!({"id": "Bad Id", "kind": "county", "name_zh": "x", "name_en": "x"}), 400, "invalid_request"),
-        (serde_json::json!({"id": "v", "kind": "village", "parent": "qingshan", "name_zh": "x", "name_en": "x"}), 400, "invalid_request"),
-        (serde_json::json!({"id": "t", "kind": "township", "parent": "nowhere", "name_zh": "x", "name_en": "x"}), 404, "tenant_not_found"),
-        (serde_json::json!({"id": "t", "kind": "township", "parent": "qingshan", "name_zh": "", "name_en": "x"}), 400, "invalid_request"),
-        (serde_json::json!({"id": "t", "kind": "township", "parent": "qingshan", "name_zh": "x", "name_en": "x", "extra": 1}), 400, "invalid_request"),
-        (serde_json::json!({"id": "t", "kind": "planet", "name_zh": "x", "name_en": "x"}), 400, "invalid_request"),
+        (
+            serde_json::json!({"id": "Bad Id", "kind": "county", "name_zh": "x", "name_en": "x"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"id": "v", "kind": "village", "parent": "qingshan", "name_zh": "x", "name_en": "x"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"id": "t", "kind": "township", "parent": "nowhere", "name_zh": "x", "name_en": "x"}),
+            404,
+            "tenant_not_found",
+        ),
+        (
+            serde_json::json!({"id": "t", "kind": "township", "parent": "qingshan", "name_zh": "", "name_en": "x"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"id": "t", "kind": "township", "parent": "qingshan", "name_zh": "x", "name_en": "x", "extra": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            serde_json::json!({"id": "t", "kind": "planet", "name_zh": "x", "name_en": "x"}),
+            400,
+            "invalid_request",
+        ),
     ];
     for (body, status, code) in cases {
         let (got, answer) = json(create(body.clone()).await.unwrap()).await;
-        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{body}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
     }
     let r = h
         .admin(Method::POST, "/api/v1/tenants")
@@ -109,8 +169,18 @@ async fn tenant_tree_rules(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let (_, list) = json(h.admin(Method::GET, "/api/v1/tenants").send().await.unwrap()).await;
-    assert_eq!(list.as_array().unwrap().len(), 1, "nothing partial was created: {list}");
+    let (_, list) = json(
+        h.admin(Method::GET, "/api/v1/tenants")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "nothing partial was created: {list}"
+    );
 }
 
 async fn install_upgrade_suspend_uninstall(backend: Backend) {
@@ -127,12 +197,23 @@ async fn install_upgrade_suspend_uninstall(backend: Backend) {
     assert_eq!(status, 201, "{report}");
     assert_eq!(report["action"], "installed");
     assert_eq!(report["installation"]["metadata"]["id"], "hello");
-    assert_eq!(report["installation"]["metadata"]["required"][0]["name"], "data");
+    assert_eq!(
+        report["installation"]["metadata"]["required"][0]["name"],
+        "data"
+    );
     let (status, report) = json(upload(hello).await.unwrap()).await;
-    assert_eq!((status, report["action"].as_str()), (200, Some("unchanged")));
+    assert_eq!(
+        (status, report["action"].as_str()),
+        (200, Some("unchanged"))
+    );
 
     // An upgrade reports the version it replaced.
-    assert_eq!(json(upload(wat_plugin("widget", "1.0.0")).await.unwrap()).await.0, 201);
+    assert_eq!(
+        json(upload(wat_plugin("widget", "1.0.0")).await.unwrap())
+            .await
+            .0,
+        201
+    );
     let (status, report) = json(upload(wat_plugin("widget", "1.1.0")).await.unwrap()).await;
     assert_eq!((status, report["action"].as_str()), (200, Some("upgraded")));
     assert_eq!(report["previous_version"], "1.0.0");
@@ -140,47 +221,97 @@ async fn install_upgrade_suspend_uninstall(backend: Backend) {
 
     // Not a component, or a component that is not a linli plugin.
     let (status, body) = json(upload(b"\0asm garbage".to_vec()).await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_component")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_component"))
+    );
     let not_plugin = wat::parse_str("(component)").unwrap();
     let (status, body) = json(upload(not_plugin).await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_component")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_component")),
+        "{body}"
+    );
 
-    let (_, list) = json(h.admin(Method::GET, "/api/v1/tenants/dongcun/plugins").send().await.unwrap()).await;
-    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|i| i["plugin"].as_str().unwrap()).collect();
+    let (_, list) = json(
+        h.admin(Method::GET, "/api/v1/tenants/dongcun/plugins")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["plugin"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["hello", "widget"]);
 
     assert_eq!(h.get("/t/dongcun/p/hello/").await.0, 200);
     let r = h
-        .admin(Method::POST, "/api/v1/tenants/dongcun/plugins/hello/suspend")
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/dongcun/plugins/hello/suspend",
+        )
         .json(&serde_json::json!({"reason": "维护 maintenance"}))
         .send()
         .await
         .unwrap();
     assert_eq!(json(r).await.1["status"], "suspended");
     let (status, body) = h.get_json("/t/dongcun/p/hello/").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("plugin_suspended")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("plugin_suspended"))
+    );
     assert_eq!(body["error"]["reason"], "维护 maintenance");
-    let r = h.admin(Method::POST, "/api/v1/tenants/dongcun/plugins/hello/resume").send().await.unwrap();
+    let r = h
+        .admin(Method::POST, "/api/v1/tenants/dongcun/plugins/hello/resume")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(h.get_json("/t/dongcun/p/hello/").await.1["visits"], 2, "data survived suspension");
+    assert_eq!(
+        h.get_json("/t/dongcun/p/hello/").await.1["visits"],
+        2,
+        "data survived suspension"
+    );
 
     // Uninstall keeps data unless asked; reinstall finds it.
-    let r = h.admin(Method::DELETE, "/api/v1/tenants/dongcun/plugins/hello").send().await.unwrap();
+    let r = h
+        .admin(Method::DELETE, "/api/v1/tenants/dongcun/plugins/hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(r).await.1["purged_keys"], 0);
-    assert_eq!(h.get_json("/t/dongcun/p/hello/").await.1["error"]["code"], "plugin_not_installed");
+    assert_eq!(
+        h.get_json("/t/dongcun/p/hello/").await.1["error"]["code"],
+        "plugin_not_installed"
+    );
     h.install("dongcun", HELLO).await;
     assert_eq!(h.get_json("/t/dongcun/p/hello/").await.1["visits"], 3);
     let r = h
-        .admin(Method::DELETE, "/api/v1/tenants/dongcun/plugins/hello?purge_data=true")
+        .admin(
+            Method::DELETE,
+            "/api/v1/tenants/dongcun/plugins/hello?purge_data=true",
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(json(r).await.1["purged_keys"], 1);
     h.install("dongcun", HELLO).await;
     assert_eq!(h.get_json("/t/dongcun/p/hello/").await.1["visits"], 1);
-    let r = h.admin(Method::DELETE, "/api/v1/tenants/dongcun/plugins/nothing").send().await.unwrap();
+    let r = h
+        .admin(Method::DELETE, "/api/v1/tenants/dongcun/plugins/nothing")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(r).await.1["error"]["code"], "plugin_not_installed");
-    let r = h.admin(Method::GET, "/api/v1/tenants/nowhere/plugins").send().await.unwrap();
+    let r = h
+        .admin(Method::GET, "/api/v1/tenants/nowhere/plugins")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(r).await.1["error"]["code"], "tenant_not_found");
 }
 
@@ -212,7 +343,11 @@ async fn gateway_errors_and_request_ids() {
     ];
     for (path, status, code) in cases {
         let (got, body) = h.get_json(path).await;
-        assert_eq!((got, body["error"]["code"].as_str()), (status, Some(code)), "{path}: {body}");
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
     }
     let r = h
         .client
@@ -245,13 +380,19 @@ async fn gateway_errors_and_request_ids() {
         .send()
         .await
         .unwrap();
-    assert_ne!(r.headers().get("x-request-id").unwrap(), "bad id with spaces");
+    assert_ne!(
+        r.headers().get("x-request-id").unwrap(),
+        "bad id with spaces"
+    );
     let metrics = h.get("/metrics").await.1;
     for name in [
         "linli_plugin_calls_total",
         "linli_plugin_call_seconds_bucket",
         "linli_plugin_instance_memory_bytes_bucket",
     ] {
-        assert!(metrics.contains(&format!("{name}{{")), "{name} missing:\n{metrics}");
+        assert!(
+            metrics.contains(&format!("{name}{{")),
+            "{name} missing:\n{metrics}"
+        );
     }
 }

@@ -12,7 +12,11 @@ use linli_tests::{ADMIN_TOKEN, HELLO, fresh_postgres_url};
 fn linli_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("linli");
-    assert!(bin.is_file(), "{} not built (cargo test --workspace builds it)", bin.display());
+    assert!(
+        bin.is_file(),
+        "{} not built (cargo test --workspace builds it)",
+        bin.display()
+    );
     bin
 }
 
@@ -38,7 +42,11 @@ fn ok(out: Output) -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Server {
@@ -50,7 +58,12 @@ impl Server {
     fn start(data_dir: &Path, demo: &Path) -> Server {
         let port = free_port();
         let child = Command::new(linli_bin())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--demo-plugins"])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--demo-plugins",
+            ])
             .arg(demo)
             .arg("--data-dir")
             .arg(data_dir)
@@ -63,7 +76,10 @@ impl Server {
         let base = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         while reqwest::blocking_get_ok(&format!("{base}/healthz")).is_none() {
-            assert!(started.elapsed() < Duration::from_secs(60), "linli serve did not come up");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "linli serve did not come up"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Server { child, base }
@@ -72,9 +88,19 @@ impl Server {
     /// SIGTERM, then the exit status and everything it logged.
     fn stop(self) -> (bool, String) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let out = self.child.wait_with_output().unwrap();
-        let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.success(), log)
     }
 }
@@ -141,7 +167,10 @@ fn serve_seeds_the_demo_county_and_data_survives_a_restart() {
     assert_eq!(body_json(&body)["visits"], 0);
     let (clean, log) = server.stop();
     assert!(clean);
-    assert!(!log.contains("compiled component"), "a restart must load the cached artifact:\n{log}");
+    assert!(
+        !log.contains("compiled component"),
+        "a restart must load the cached artifact:\n{log}"
+    );
     assert!(!log.contains("seeded the demo county"));
 }
 
@@ -149,31 +178,130 @@ fn serve_seeds_the_demo_county_and_data_survives_a_restart() {
 fn tenant_and_plugin_commands() {
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
-    ok(linli(d, &["tenant", "create", "qingshan", "--kind", "county", "--name-zh", "青山县", "--name-en", "Qingshan County"]));
-    ok(linli(d, &["tenant", "create", "dongxi", "--kind", "township", "--parent", "qingshan", "--name-zh", "东溪镇", "--name-en", "Dongxi"]));
-    ok(linli(d, &["tenant", "create", "dongcun", "--kind", "village", "--parent", "dongxi", "--name-zh", "东村", "--name-en", "Dong"]));
+    ok(linli(
+        d,
+        &[
+            "tenant",
+            "create",
+            "qingshan",
+            "--kind",
+            "county",
+            "--name-zh",
+            "青山县",
+            "--name-en",
+            "Qingshan County",
+        ],
+    ));
+    ok(linli(
+        d,
+        &[
+            "tenant",
+            "create",
+            "dongxi",
+            "--kind",
+            "township",
+            "--parent",
+            "qingshan",
+            "--name-zh",
+            "东溪镇",
+            "--name-en",
+            "Dongxi",
+        ],
+    ));
+    ok(linli(
+        d,
+        &[
+            "tenant",
+            "create",
+            "dongcun",
+            "--kind",
+            "village",
+            "--parent",
+            "dongxi",
+            "--name-zh",
+            "东村",
+            "--name-en",
+            "Dong",
+        ],
+    ));
     let list = ok(linli(d, &["tenant", "list"]));
     assert!(list.contains("dongcun") && list.contains("东村"), "{list}");
 
-    let out = ok(linli(d, &["plugin", "install", HELLO, "--tenant", "dongcun"]));
+    let out = ok(linli(
+        d,
+        &["plugin", "install", HELLO, "--tenant", "dongcun"],
+    ));
     assert!(out.contains("\"action\": \"installed\""), "{out}");
     let list = ok(linli(d, &["plugin", "list"]));
     assert!(list.contains("hello") && list.contains("active"), "{list}");
-    ok(linli(d, &["plugin", "suspend", "hello", "--tenant", "dongcun"]));
+    ok(linli(
+        d,
+        &["plugin", "suspend", "hello", "--tenant", "dongcun"],
+    ));
     assert!(ok(linli(d, &["plugin", "list", "--tenant", "dongcun"])).contains("suspended"));
-    ok(linli(d, &["plugin", "resume", "hello", "--tenant", "dongcun"]));
+    ok(linli(
+        d,
+        &["plugin", "resume", "hello", "--tenant", "dongcun"],
+    ));
 
     // Errors are clear and change nothing.
     let out = linli(d, &["plugin", "install", HELLO, "--tenant", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tenant not found"));
-    let out = linli(d, &["tenant", "create", "dongcun", "--kind", "village", "--parent", "dongxi", "--name-zh", "x", "--name-en", "x"]);
+    let out = linli(
+        d,
+        &[
+            "tenant",
+            "create",
+            "dongcun",
+            "--kind",
+            "village",
+            "--parent",
+            "dongxi",
+            "--name-zh",
+            "x",
+            "--name-en",
+            "x",
+        ],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
-    let out = linli(d, &["plugin", "install", "/nonexistent.wasm", "--tenant", "dongcun"]);
+    let out = linli(
+        d,
+        &[
+            "plugin",
+            "install",
+            "/nonexistent.wasm",
+            "--tenant",
+            "dongcun",
+        ],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.wasm"));
-    let out = linli(d, &["tenant", "create", "x", "--kind", "planet", "--name-zh", "x", "--name-en", "x"]);
+    let out = linli(
+        d,
+        &[
+            "tenant",
+            "create",
+            "x",
+            "--kind",
+            "planet",
+            "--name-zh",
+            "x",
+            "--name-en",
+            "x",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
-    ok(linli(d, &["plugin", "uninstall", "hello", "--tenant", "dongcun", "--purge-data"]));
+    ok(linli(
+        d,
+        &[
+            "plugin",
+            "uninstall",
+            "hello",
+            "--tenant",
+            "dongcun",
+            "--purge-data",
+        ],
+    ));
     assert!(ok(linli(d, &["plugin", "list"])).contains("no plugins installed"));
 }
 
@@ -198,7 +326,11 @@ fn configuration_layers_and_unknown_keys() {
         .env("LINLI_LIMITS__MEMORY", "1")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "an unknown LINLI_ variable is an error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown LINLI_ variable is an error"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("memory"));
 
     // env overrides the file, flags override env: the data dir given by flag is used.
@@ -212,7 +344,11 @@ fn configuration_layers_and_unknown_keys() {
         .env("LINLI_DATA_DIR", "/nonexistent/from-env")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(flag_dir.join("linli.db").is_file());
 
     let out = Command::new(linli_bin())
@@ -233,10 +369,49 @@ async fn cli_on_postgres() {
         all.extend(["--database-url", url.as_str()]);
         linli(d, &all)
     };
-    ok(with_db(&["tenant", "create", "qingshan", "--kind", "county", "--name-zh", "青山县", "--name-en", "Qingshan"]));
-    ok(with_db(&["tenant", "create", "dongxi", "--kind", "township", "--parent", "qingshan", "--name-zh", "东溪镇", "--name-en", "Dongxi"]));
-    ok(with_db(&["tenant", "create", "dongcun", "--kind", "village", "--parent", "dongxi", "--name-zh", "东村", "--name-en", "Dong"]));
-    ok(with_db(&["plugin", "install", HELLO, "--tenant", "dongcun"]));
+    ok(with_db(&[
+        "tenant",
+        "create",
+        "qingshan",
+        "--kind",
+        "county",
+        "--name-zh",
+        "青山县",
+        "--name-en",
+        "Qingshan",
+    ]));
+    ok(with_db(&[
+        "tenant",
+        "create",
+        "dongxi",
+        "--kind",
+        "township",
+        "--parent",
+        "qingshan",
+        "--name-zh",
+        "东溪镇",
+        "--name-en",
+        "Dongxi",
+    ]));
+    ok(with_db(&[
+        "tenant",
+        "create",
+        "dongcun",
+        "--kind",
+        "village",
+        "--parent",
+        "dongxi",
+        "--name-zh",
+        "东村",
+        "--name-en",
+        "Dong",
+    ]));
+    ok(with_db(&[
+        "plugin", "install", HELLO, "--tenant", "dongcun",
+    ]));
     assert!(ok(with_db(&["plugin", "list"])).contains("hello"));
-    assert!(!d.join("linli.db").exists(), "Postgres in use, no SQLite file");
+    assert!(
+        !d.join("linli.db").exists(),
+        "Postgres in use, no SQLite file"
+    );
 }

@@ -28,9 +28,18 @@ async fn get_set_delete_exists(backend: Backend) {
     kv::set(&db, &s, "a", b"2", MAX).await.unwrap();
     kv::set(&db, &s, "empty", b"", MAX).await.unwrap();
     kv::set(&db, &s, "二进制", &[0, 255, 1], MAX).await.unwrap();
-    assert_eq!(kv::get(&db, &s, "a").await.unwrap().as_deref(), Some(&b"2"[..]));
-    assert_eq!(kv::get(&db, &s, "empty").await.unwrap().as_deref(), Some(&b""[..]));
-    assert_eq!(kv::get(&db, &s, "二进制").await.unwrap().as_deref(), Some(&[0u8, 255, 1][..]));
+    assert_eq!(
+        kv::get(&db, &s, "a").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(
+        kv::get(&db, &s, "empty").await.unwrap().as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(
+        kv::get(&db, &s, "二进制").await.unwrap().as_deref(),
+        Some(&[0u8, 255, 1][..])
+    );
     assert!(kv::exists(&db, &s, "a").await.unwrap());
     assert_eq!(kv::key_count(&db, &s).await.unwrap(), 3);
     assert!(kv::delete(&db, &s, "a").await.unwrap());
@@ -46,13 +55,28 @@ async fn scopes_are_isolated(backend: Backend) {
     let c = scope("dongcun", "spy");
     kv::set(&db, &a, "k", b"a", MAX).await.unwrap();
     kv::set(&db, &b, "k", b"b", MAX).await.unwrap();
-    assert_eq!(kv::get(&db, &a, "k").await.unwrap().as_deref(), Some(&b"a"[..]));
-    assert_eq!(kv::get(&db, &b, "k").await.unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(
+        kv::get(&db, &a, "k").await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+    assert_eq!(
+        kv::get(&db, &b, "k").await.unwrap().as_deref(),
+        Some(&b"b"[..])
+    );
     assert_eq!(kv::get(&db, &c, "k").await.unwrap(), None);
-    assert!(kv::list(&db, &c, "", None, 100).await.unwrap().entries.is_empty());
+    assert!(
+        kv::list(&db, &c, "", None, 100)
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
     kv::purge(&db, &a).await.unwrap();
     assert_eq!(kv::get(&db, &a, "k").await.unwrap(), None);
-    assert_eq!(kv::get(&db, &b, "k").await.unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(
+        kv::get(&db, &b, "k").await.unwrap().as_deref(),
+        Some(&b"b"[..])
+    );
 }
 
 async fn prefix_listing_paginates_in_order(backend: Backend) {
@@ -72,7 +96,9 @@ async fn prefix_listing_paginates_in_order(backend: Backend) {
     let mut after: Option<String> = None;
     let mut pages = 0;
     loop {
-        let page = kv::list(&db, &s, "vote/", after.as_deref(), 7).await.unwrap();
+        let page = kv::list(&db, &s, "vote/", after.as_deref(), 7)
+            .await
+            .unwrap();
         pages += 1;
         assert!(page.entries.len() <= 7);
         seen.extend(page.entries.iter().map(|(k, _)| k.clone()));
@@ -90,7 +116,14 @@ async fn prefix_listing_paginates_in_order(backend: Backend) {
     assert_eq!(all.entries.len(), 31);
     let mut sorted: Vec<_> = all.entries.iter().map(|(k, _)| k.clone()).collect();
     sorted.sort();
-    assert_eq!(sorted, all.entries.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), "byte order");
+    assert_eq!(
+        sorted,
+        all.entries
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>(),
+        "byte order"
+    );
 }
 
 async fn counters(backend: Backend) {
@@ -98,23 +131,60 @@ async fn counters(backend: Backend) {
     let s = scope("dongcun", "hello");
     assert_eq!(kv::increment(&db, &s, "n", 5, MAX).await.unwrap(), 5);
     assert_eq!(kv::increment(&db, &s, "n", -7, MAX).await.unwrap(), -2);
-    assert_eq!(kv::get(&db, &s, "n").await.unwrap().as_deref(), Some(&b"-2"[..]));
+    assert_eq!(
+        kv::get(&db, &s, "n").await.unwrap().as_deref(),
+        Some(&b"-2"[..])
+    );
     kv::set(&db, &s, "text", b"hello", MAX).await.unwrap();
-    assert!(matches!(kv::increment(&db, &s, "text", 1, MAX).await, Err(StorageError::Invalid(_))));
-    kv::set(&db, &s, "max", i64::MAX.to_string().as_bytes(), MAX).await.unwrap();
-    assert!(matches!(kv::increment(&db, &s, "max", 1, MAX).await, Err(StorageError::Invalid(_))));
-    assert_eq!(kv::get(&db, &s, "max").await.unwrap().unwrap(), i64::MAX.to_string().as_bytes());
+    assert!(matches!(
+        kv::increment(&db, &s, "text", 1, MAX).await,
+        Err(StorageError::Invalid(_))
+    ));
+    kv::set(&db, &s, "max", i64::MAX.to_string().as_bytes(), MAX)
+        .await
+        .unwrap();
+    assert!(matches!(
+        kv::increment(&db, &s, "max", 1, MAX).await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert_eq!(
+        kv::get(&db, &s, "max").await.unwrap().unwrap(),
+        i64::MAX.to_string().as_bytes()
+    );
 }
 
 async fn compare_and_swap(backend: Backend) {
     let (db, _dir) = db(backend).await;
     let s = scope("dongcun", "hello");
-    assert!(kv::compare_and_swap(&db, &s, "k", None, Some(b"1"), MAX).await.unwrap());
-    assert!(!kv::compare_and_swap(&db, &s, "k", None, Some(b"2"), MAX).await.unwrap());
-    assert!(!kv::compare_and_swap(&db, &s, "k", Some(b"0"), Some(b"2"), MAX).await.unwrap());
-    assert!(kv::compare_and_swap(&db, &s, "k", Some(b"1"), Some(b"2"), MAX).await.unwrap());
-    assert_eq!(kv::get(&db, &s, "k").await.unwrap().as_deref(), Some(&b"2"[..]));
-    assert!(kv::compare_and_swap(&db, &s, "k", Some(b"2"), None, MAX).await.unwrap());
+    assert!(
+        kv::compare_and_swap(&db, &s, "k", None, Some(b"1"), MAX)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !kv::compare_and_swap(&db, &s, "k", None, Some(b"2"), MAX)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !kv::compare_and_swap(&db, &s, "k", Some(b"0"), Some(b"2"), MAX)
+            .await
+            .unwrap()
+    );
+    assert!(
+        kv::compare_and_swap(&db, &s, "k", Some(b"1"), Some(b"2"), MAX)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        kv::get(&db, &s, "k").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert!(
+        kv::compare_and_swap(&db, &s, "k", Some(b"2"), None, MAX)
+            .await
+            .unwrap()
+    );
     assert!(!kv::exists(&db, &s, "k").await.unwrap());
     assert_eq!(kv::key_count(&db, &s).await.unwrap(), 0);
 }
@@ -131,9 +201,18 @@ async fn batches_are_all_or_nothing(backend: Backend) {
         Precondition::Equals("open".into(), b"yes".to_vec()),
         Precondition::Absent("ballot/r1".into()),
     ];
-    assert_eq!(kv::batch(&db, &s, &pre, &ops, MAX).await.unwrap(), BatchOutcome::Committed);
-    assert_eq!(kv::batch(&db, &s, &pre, &ops, MAX).await.unwrap(), BatchOutcome::PreconditionFailed(1));
-    assert_eq!(kv::get(&db, &s, "tally/A").await.unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        kv::batch(&db, &s, &pre, &ops, MAX).await.unwrap(),
+        BatchOutcome::Committed
+    );
+    assert_eq!(
+        kv::batch(&db, &s, &pre, &ops, MAX).await.unwrap(),
+        BatchOutcome::PreconditionFailed(1)
+    );
+    assert_eq!(
+        kv::get(&db, &s, "tally/A").await.unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
     // A failing operation rolls back the operations before it.
     kv::set(&db, &s, "text", b"x", MAX).await.unwrap();
     let bad = vec![
@@ -141,11 +220,16 @@ async fn batches_are_all_or_nothing(backend: Backend) {
         Operation::Delete("open".into()),
         Operation::Increment("text".into(), 1),
     ];
-    assert!(matches!(kv::batch(&db, &s, &[], &bad, MAX).await, Err(StorageError::Invalid(_))));
+    assert!(matches!(
+        kv::batch(&db, &s, &[], &bad, MAX).await,
+        Err(StorageError::Invalid(_))
+    ));
     assert!(!kv::exists(&db, &s, "ballot/r2").await.unwrap());
     assert!(kv::exists(&db, &s, "open").await.unwrap());
     assert_eq!(
-        kv::batch(&db, &s, &[Precondition::Exists("nope".into())], &bad, MAX).await.unwrap(),
+        kv::batch(&db, &s, &[Precondition::Exists("nope".into())], &bad, MAX)
+            .await
+            .unwrap(),
         BatchOutcome::PreconditionFailed(0)
     );
 }
@@ -159,13 +243,27 @@ async fn keys_per_scope_quota(backend: Backend) {
     // Replacing an existing key is fine at the quota; a new one is not.
     kv::set(&db, &s, "k0", b"y", 5).await.unwrap();
     let err = kv::set(&db, &s, "k5", b"x", 5).await.unwrap_err();
-    assert!(matches!(&err, StorageError::Quota(m) if m.contains("keys_per_scope")), "{err}");
-    assert!(matches!(kv::increment(&db, &s, "k6", 1, 5).await, Err(StorageError::Quota(_))));
-    let batch = vec![Operation::Delete("k1".into()), Operation::Set("k5".into(), b"x".to_vec())];
-    assert_eq!(kv::batch(&db, &s, &[], &batch, 5).await.unwrap(), BatchOutcome::Committed);
+    assert!(
+        matches!(&err, StorageError::Quota(m) if m.contains("keys_per_scope")),
+        "{err}"
+    );
+    assert!(matches!(
+        kv::increment(&db, &s, "k6", 1, 5).await,
+        Err(StorageError::Quota(_))
+    ));
+    let batch = vec![
+        Operation::Delete("k1".into()),
+        Operation::Set("k5".into(), b"x".to_vec()),
+    ];
+    assert_eq!(
+        kv::batch(&db, &s, &[], &batch, 5).await.unwrap(),
+        BatchOutcome::Committed
+    );
     assert_eq!(kv::key_count(&db, &s).await.unwrap(), 5);
     // Another scope has its own quota.
-    kv::set(&db, &scope("xicun", "hello"), "k5", b"x", 5).await.unwrap();
+    kv::set(&db, &scope("xicun", "hello"), "k5", b"x", 5)
+        .await
+        .unwrap();
 }
 
 /// Concurrent increments are exact, and "one resident, one vote" holds under contention.
@@ -206,10 +304,23 @@ async fn atomic_under_concurrency(backend: Backend) {
     for t in tasks {
         committed += t.await.unwrap();
     }
-    assert_eq!(kv::get(&db, &s, "visits").await.unwrap().as_deref(), Some(&b"200"[..]));
+    assert_eq!(
+        kv::get(&db, &s, "visits").await.unwrap().as_deref(),
+        Some(&b"200"[..])
+    );
     assert_eq!(committed, 10, "each resident votes exactly once");
-    assert_eq!(kv::get(&db, &s, "tally").await.unwrap().as_deref(), Some(&b"10"[..]));
-    assert_eq!(kv::list(&db, &s, "ballot/", None, 100).await.unwrap().entries.len(), 10);
+    assert_eq!(
+        kv::get(&db, &s, "tally").await.unwrap().as_deref(),
+        Some(&b"10"[..])
+    );
+    assert_eq!(
+        kv::list(&db, &s, "ballot/", None, 100)
+            .await
+            .unwrap()
+            .entries
+            .len(),
+        10
+    );
 }
 
 on_both_backends!(

@@ -61,7 +61,12 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
     let h = host().await;
     let body = expect_error(&h, "/t/dongcun/p/hostile/loop", 504, "plugin_deadline").await;
     assert_eq!(body["error"]["plugin"], "hostile");
-    assert!(body["error"]["reason"].as_str().unwrap().contains("call_timeout_ms"));
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("call_timeout_ms")
+    );
     hello_answers(&h).await;
 }
 
@@ -93,11 +98,28 @@ async fn deep_recursion_hits_the_stack_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_response_is_refused() {
     let h = host().await;
-    let body = expect_error(&h, "/t/dongcun/p/hostile/huge?bytes=2000000", 502, "plugin_bad_response").await;
-    assert!(body["error"]["reason"].as_str().unwrap().contains("response_body_bytes"));
+    let body = expect_error(
+        &h,
+        "/t/dongcun/p/hostile/huge?bytes=2000000",
+        502,
+        "plugin_bad_response",
+    )
+    .await;
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("response_body_bytes")
+    );
     let (status, text) = h.get("/t/dongcun/p/hostile/huge?bytes=1000").await;
     assert_eq!((status, text.len()), (200, 1000));
-    expect_error(&h, "/t/dongcun/p/hostile/bad-status", 502, "plugin_bad_response").await;
+    expect_error(
+        &h,
+        "/t/dongcun/p/hostile/bad-status",
+        502,
+        "plugin_bad_response",
+    )
+    .await;
     hello_answers(&h).await;
 }
 
@@ -105,14 +127,22 @@ async fn huge_response_is_refused() {
 async fn panic_is_a_trap() {
     let h = host().await;
     let body = expect_error(&h, "/t/dongcun/p/hostile/panic", 500, "plugin_trapped").await;
-    assert!(body["error"]["reason"].as_str().unwrap().contains("unreachable"));
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
     hello_answers(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn table_growth_hits_the_table_limit() {
     let h = host().await;
-    h.platform.install("dongcun", &table_bomb_component()).await.expect("install table bomb");
+    h.platform
+        .install("dongcun", &table_bomb_component())
+        .await
+        .expect("install table bomb");
     let body = expect_error(&h, "/t/dongcun/p/table-bomb/", 500, "plugin_trapped").await;
     let reason = body["error"]["reason"].as_str().unwrap();
     assert!(reason.contains("limits.table_elements"), "{reason}");
@@ -123,8 +153,14 @@ async fn table_growth_hits_the_table_limit() {
 async fn data_limits_answer_clear_errors() {
     let h = host().await;
     // Within the limits the calls succeed.
-    assert_eq!(host_answer(&h, "/t/dongcun/p/hostile/big-key?bytes=256").await["ok"], Value::Null);
-    assert_eq!(host_answer(&h, "/t/dongcun/p/hostile/big-batch?bytes=5").await["ok"], "Committed");
+    assert_eq!(
+        host_answer(&h, "/t/dongcun/p/hostile/big-key?bytes=256").await["ok"],
+        Value::Null
+    );
+    assert_eq!(
+        host_answer(&h, "/t/dongcun/p/hostile/big-batch?bytes=5").await["ok"],
+        "Committed"
+    );
     let cases = [
         ("big-key?bytes=300", "quota", "key_bytes"),
         ("big-value?bytes=1100000", "quota", "value_bytes"),
@@ -161,8 +197,14 @@ async fn plugins_cannot_reach_other_scopes() {
     let peek = host_answer(&h, "/t/dongcun/p/spy/peek").await;
     assert_eq!(peek, serde_json::json!({ "keys": [], "visits": null }));
     // The same plugin at another tenant has its own data.
-    assert_eq!(host_answer(&h, "/t/xicun/p/hello/visits").await["visits"], 0);
-    assert_eq!(host_answer(&h, "/t/dongcun/p/hello/visits").await["visits"], 2);
+    assert_eq!(
+        host_answer(&h, "/t/xicun/p/hello/visits").await["visits"],
+        0
+    );
+    assert_eq!(
+        host_answer(&h, "/t/dongcun/p/hello/visits").await["visits"],
+        2
+    );
     // A key written by one installation is invisible to the others.
     let r = h
         .client
@@ -172,7 +214,10 @@ async fn plugins_cannot_reach_other_scopes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(host_answer(&h, "/t/dongcun/p/hello/visits").await["visits"], 2);
+    assert_eq!(
+        host_answer(&h, "/t/dongcun/p/hello/visits").await["visits"],
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,15 +234,30 @@ async fn host_owns_credentials_and_security_headers() {
         .unwrap();
     let names: Vec<String> = r.json().await.unwrap();
     assert!(names.contains(&"x-custom".to_string()));
-    assert!(!names.iter().any(|n| n == "authorization" || n == "cookie"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "authorization" || n == "cookie"),
+        "{names:?}"
+    );
 
-    let r = h.client.get(h.url("/t/dongcun/p/hostile/headers")).send().await.unwrap();
+    let r = h
+        .client
+        .get(h.url("/t/dongcun/p/hostile/headers"))
+        .send()
+        .await
+        .unwrap();
     let headers = r.headers();
     assert!(headers.get("set-cookie").is_none());
     assert!(headers.get("access-control-allow-origin").is_none());
     assert!(headers.get("location").is_none());
     assert_eq!(headers.get("x-linli-ok").unwrap(), "yes");
-    assert!(headers.get("content-security-policy").unwrap().to_str().unwrap().contains("sandbox"));
+    assert!(
+        headers
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
     assert!(headers.get("x-request-id").is_some());
 }
 
@@ -207,9 +267,18 @@ async fn log_and_output_floods_are_capped() {
     let (status, _) = h.get("/t/dongcun/p/hostile/log-flood?bytes=10000").await;
     assert_eq!(status, 200);
     let dropped = h.platform.log_lines_dropped("dongcun", "hostile");
-    assert!(dropped >= 9_000, "only {dropped} of 10000 lines dropped at 50/s");
+    assert!(
+        dropped >= 9_000,
+        "only {dropped} of 10000 lines dropped at 50/s"
+    );
     // stdout past limits.stdio_bytes is refused; Rust's println! then panics.
-    let body = expect_error(&h, "/t/dongcun/p/hostile/stdout-flood", 500, "plugin_trapped").await;
+    let body = expect_error(
+        &h,
+        "/t/dongcun/p/hostile/stdout-flood",
+        500,
+        "plugin_trapped",
+    )
+    .await;
     assert!(body["error"]["reason"].as_str().is_some());
     hello_answers(&h).await;
 }
@@ -221,7 +290,9 @@ async fn attacks_in_parallel_do_not_starve_a_good_plugin() {
     for route in ["loop", "alloc", "recurse", "panic", "sleep", "loop"] {
         let client = h.client.clone();
         let url = h.url(&format!("/t/dongcun/p/hostile/{route}"));
-        attacks.push(tokio::spawn(async move { client.get(url).send().await.unwrap().status().as_u16() }));
+        attacks.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status().as_u16()
+        }));
     }
     for _ in 0..20 {
         hello_answers(&h).await;
@@ -247,23 +318,40 @@ async fn a_plugin_that_keeps_trapping_is_suspended_and_can_be_resumed() {
         expect_error(&h, "/t/dongcun/p/hostile/panic", 500, "plugin_trapped").await;
     }
     let body = expect_error(&h, "/t/dongcun/p/hostile/ping", 503, "plugin_suspended").await;
-    assert!(body["error"]["reason"].as_str().unwrap().contains("trap_threshold"));
+    assert!(
+        body["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("trap_threshold")
+    );
     hello_answers(&h).await;
     let r = h
-        .admin(reqwest::Method::GET, "/api/v1/tenants/dongcun/plugins/hostile")
+        .admin(
+            reqwest::Method::GET,
+            "/api/v1/tenants/dongcun/plugins/hostile",
+        )
         .send()
         .await
         .unwrap();
     let install: Value = r.json().await.unwrap();
     assert_eq!(install["status"], "suspended");
     let r = h
-        .admin(reqwest::Method::POST, "/api/v1/tenants/dongcun/plugins/hostile/resume")
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/tenants/dongcun/plugins/hostile/resume",
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(h.get("/t/dongcun/p/hostile/ping").await, (200, "pong".to_string()));
+    assert_eq!(
+        h.get("/t/dongcun/p/hostile/ping").await,
+        (200, "pong".to_string())
+    );
     let metrics = h.get("/metrics").await.1;
-    assert!(metrics.contains("linli_plugin_suspensions_total{tenant=\"dongcun\",plugin=\"hostile\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("linli_plugin_suspensions_total{tenant=\"dongcun\",plugin=\"hostile\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("linli_plugin_traps_total{tenant=\"dongcun\",plugin=\"hostile\"} 3"));
 }

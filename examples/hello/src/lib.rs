@@ -24,13 +24,22 @@ const MAX_MESSAGE: usize = 500;
 
 impl Plugin for Hello {
     fn metadata() -> Metadata {
-        Metadata::new("hello", env!("CARGO_PKG_VERSION"), "你好邻里", "Hello linli")
-            .description(
-                "访问计数和留言簿：SDK 入门示例。",
-                "A visit counter and a guestbook: the SDK quickstart.",
-            )
-            .require("data", "保存访问次数和留言", "store the visit count and guestbook entries")
-            .optional("log", "记录新留言", "log new guestbook entries")
+        Metadata::new(
+            "hello",
+            env!("CARGO_PKG_VERSION"),
+            "你好邻里",
+            "Hello linli",
+        )
+        .description(
+            "访问计数和留言簿：SDK 入门示例。",
+            "A visit counter and a guestbook: the SDK quickstart.",
+        )
+        .require(
+            "data",
+            "保存访问次数和留言",
+            "store the visit count and guestbook entries",
+        )
+        .optional("log", "记录新留言", "log new guestbook entries")
     }
 
     fn handle(request: Request) -> Response {
@@ -48,7 +57,10 @@ impl Plugin for Hello {
             })
             .get("/visits", |_, _| {
                 let visits: i64 = data::get_json("visits")?.unwrap_or(0);
-                Ok(Response::json(200, &serde_json::json!({ "visits": visits })))
+                Ok(Response::json(
+                    200,
+                    &serde_json::json!({ "visits": visits }),
+                ))
             })
             .get("/guestbook", |_, _| {
                 let mut entries = Vec::new();
@@ -57,7 +69,10 @@ impl Plugin for Hello {
                     entries.push(serde_json::from_slice::<Entry>(&value)?);
                 }
                 entries.reverse();
-                Ok(Response::json(200, &serde_json::json!({ "entries": entries })))
+                Ok(Response::json(
+                    200,
+                    &serde_json::json!({ "entries": entries }),
+                ))
             })
             .post("/guestbook", |req, _| sign(req))
             .handle(request)
@@ -69,7 +84,9 @@ fn sign(req: &Request) -> Result<Response, Error> {
     let name = entry.name.trim();
     let message = entry.message.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME {
-        return Err(Error::Invalid(format!("姓名须为 1–{MAX_NAME} 个字 / name must be 1–{MAX_NAME} characters")));
+        return Err(Error::Invalid(format!(
+            "姓名须为 1–{MAX_NAME} 个字 / name must be 1–{MAX_NAME} characters"
+        )));
     }
     if message.is_empty() || message.chars().count() > MAX_MESSAGE {
         return Err(Error::Invalid(format!(
@@ -83,9 +100,15 @@ fn sign(req: &Request) -> Result<Response, Error> {
         message: message.into(),
     };
     // The sequence number is ours alone; the precondition makes that explicit.
-    match Batch::new().require_absent(&key).set_json(&key, &entry)?.commit()? {
+    match Batch::new()
+        .require_absent(&key)
+        .set_json(&key, &entry)?
+        .commit()?
+    {
         BatchOutcome::Committed => {}
-        BatchOutcome::PreconditionFailed(_) => return Err(Error::Http(409, "请重试 / please retry".into())),
+        BatchOutcome::PreconditionFailed(_) => {
+            return Err(Error::Http(409, "请重试 / please retry".into()));
+        }
     }
     log::info(&format!("guestbook entry {seq} signed"));
     Ok(Response::json(201, &serde_json::json!({ "id": seq })))

@@ -25,7 +25,11 @@ pub(super) fn body_limit(platform: &Platform) -> DefaultBodyLimit {
 }
 
 /// Check `Authorization: Bearer <admin_token>`.
-pub(super) async fn require_admin(State(platform): State<Arc<Platform>>, req: Request, next: Next) -> Response {
+pub(super) async fn require_admin(
+    State(platform): State<Arc<Platform>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(expected) = platform.config.admin_token.as_deref() else {
         return ApiError::new(
             StatusCode::FORBIDDEN,
@@ -40,7 +44,8 @@ pub(super) async fn require_admin(State(platform): State<Arc<Platform>>, req: Re
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     // Compare digests so the comparison time does not depend on how much of the token matched.
-    let ok = given.is_some_and(|g| Sha256::digest(g.as_bytes()) == Sha256::digest(expected.as_bytes()));
+    let ok =
+        given.is_some_and(|g| Sha256::digest(g.as_bytes()) == Sha256::digest(expected.as_bytes()));
     if !ok {
         let mut e = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -70,7 +75,9 @@ pub(super) struct CreateTenant {
 /// List the tenant tree.
 #[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("admin_token" = [])),
     responses((status = 200, body = Vec<Tenant>), (status = 401, body = ErrorBody)))]
-pub(super) async fn list_tenants(State(p): State<Arc<Platform>>) -> Result<Json<Vec<Tenant>>, ApiError> {
+pub(super) async fn list_tenants(
+    State(p): State<Arc<Platform>>,
+) -> Result<Json<Vec<Tenant>>, ApiError> {
     Ok(Json(p.tenants().await?))
 }
 
@@ -88,7 +95,11 @@ pub(super) async fn create_tenant(
     body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let Json(t) = body.map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("请求格式错误 / bad request body: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("请求格式错误 / bad request body: {e}"),
+        )
     })?;
     let tenant = p
         .create_tenant(&t.id, t.parent.as_deref(), t.kind, &t.name_zh, &t.name_en)
@@ -99,7 +110,9 @@ pub(super) async fn create_tenant(
 /// Every installation at every tenant.
 #[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", security(("admin_token" = [])),
     responses((status = 200, body = Vec<Installation>)))]
-pub(super) async fn list_all_plugins(State(p): State<Arc<Platform>>) -> Result<Json<Vec<Installation>>, ApiError> {
+pub(super) async fn list_all_plugins(
+    State(p): State<Arc<Platform>>,
+) -> Result<Json<Vec<Installation>>, ApiError> {
     Ok(Json(p.installations(None).await?))
 }
 
@@ -198,14 +211,27 @@ pub(super) async fn suspend_plugin(
         SuspendBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("请求格式错误 / bad request body: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("请求格式错误 / bad request body: {e}"),
+            )
         })?
     };
-    let reason = body.reason.unwrap_or_else(|| "管理员暂停 / suspended by an admin".into());
+    let reason = body
+        .reason
+        .unwrap_or_else(|| "管理员暂停 / suspended by an admin".into());
     if reason.chars().count() > 500 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "reason 最长 500 字 / reason is over 500 characters"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "reason 最长 500 字 / reason is over 500 characters",
+        ));
     }
-    Ok(Json(p.set_status(&tenant, &plugin, Status::Suspended, Some(&reason)).await?))
+    Ok(Json(
+        p.set_status(&tenant, &plugin, Status::Suspended, Some(&reason))
+            .await?,
+    ))
 }
 
 /// Resume a suspended plugin at a tenant.
@@ -216,5 +242,7 @@ pub(super) async fn resume_plugin(
     State(p): State<Arc<Platform>>,
     Path((tenant, plugin)): Path<(String, String)>,
 ) -> Result<Json<Installation>, ApiError> {
-    Ok(Json(p.set_status(&tenant, &plugin, Status::Active, None).await?))
+    Ok(Json(
+        p.set_status(&tenant, &plugin, Status::Active, None).await?,
+    ))
 }

@@ -64,9 +64,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(ErrorBody { error: self.body })).into_response();
         if self.www_authenticate {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -85,7 +86,10 @@ fn call_error(plugin: &str, error: &CallError) -> ApiError {
             "plugin_deadline",
             format!("插件处理超时 / plugin {plugin} exceeded its deadline"),
         )
-        .plugin(plugin, format!("deadline of {ms} ms (limits.call_timeout_ms)")),
+        .plugin(
+            plugin,
+            format!("deadline of {ms} ms (limits.call_timeout_ms)"),
+        ),
         CallError::Output(reason) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_bad_response",
@@ -107,33 +111,48 @@ impl From<PlatformError> for ApiError {
     fn from(e: PlatformError) -> Self {
         let message = e.to_string();
         match e {
-            PlatformError::TenantNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "tenant_not_found", message),
+            PlatformError::TenantNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "tenant_not_found", message)
+            }
             PlatformError::NotInstalled { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "plugin_not_installed", message)
             }
             PlatformError::Suspended { plugin, reason, .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugin_suspended", message).plugin(&plugin, reason)
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugin_suspended", message)
+                    .plugin(&plugin, reason)
             }
-            PlatformError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message),
+            PlatformError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
             PlatformError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             PlatformError::Component(c) => match &c {
-                ComponentError::TooLarge { .. } => {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "component_too_large", message)
-                }
-                ComponentError::Invalid(_) => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_component", message)
-                }
-                ComponentError::ForbiddenImport(_) => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "forbidden_import", message)
-                }
-                ComponentError::Metadata(_) => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_metadata", message)
-                }
+                ComponentError::TooLarge { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "component_too_large",
+                    message,
+                ),
+                ComponentError::Invalid(_) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_component",
+                    message,
+                ),
+                ComponentError::ForbiddenImport(_) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "forbidden_import",
+                    message,
+                ),
+                ComponentError::Metadata(_) => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_metadata",
+                    message,
+                ),
                 ComponentError::Call(error) => call_error("(new component)", error),
             },
-            PlatformError::HookFailed { .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "install_hook_failed", message)
-            }
+            PlatformError::HookFailed { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "install_hook_failed",
+                message,
+            ),
             PlatformError::Call { plugin, error } => call_error(&plugin, &error),
             PlatformError::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");

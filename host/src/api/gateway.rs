@@ -63,8 +63,12 @@ pub(super) async fn gateway(
     let (tenant, plugin) = match (params.get("tenant"), params.get("plugin")) {
         (Some(t), Some(p)) if valid_id(t) && valid_id(p) => (t.clone(), p.clone()),
         _ => {
-            return ApiError::new(StatusCode::NOT_FOUND, "plugin_not_installed", "没有这个插件 / no such plugin")
-                .into_response();
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                "plugin_not_installed",
+                "没有这个插件 / no such plugin",
+            )
+            .into_response();
         }
     };
     let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
@@ -120,18 +124,24 @@ fn plugin_response(r: crate::runtime::bindings::Response) -> Response {
     let headers = response.headers_mut();
     for h in r.headers {
         let name = h.name.to_ascii_lowercase();
-        let allowed = ALLOWED_RESPONSE_HEADERS.contains(&name.as_str()) || name.starts_with("x-linli-");
+        let allowed =
+            ALLOWED_RESPONSE_HEADERS.contains(&name.as_str()) || name.starts_with("x-linli-");
         // Redirects stay on this host: no open redirects through a plugin.
-        let offsite = name == "location" && (!h.value.starts_with('/') || h.value.starts_with("//"));
+        let offsite =
+            name == "location" && (!h.value.starts_with('/') || h.value.starts_with("//"));
         if !allowed || offsite {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&h.value)) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&h.value))
+        {
             headers.append(name, value);
         }
     }
     // Whatever a plugin returns, it cannot run script on the host's origin.
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(
         "content-security-policy",
         HeaderValue::from_static("sandbox; default-src 'none'; frame-ancestors 'none'"),

@@ -88,7 +88,10 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
         .routes(routes!(admin::suspend_plugin))
         .routes(routes!(admin::resume_plugin))
         .layer(admin::body_limit(&platform))
-        .route_layer(middleware::from_fn_with_state(platform, admin::require_admin));
+        .route_layer(middleware::from_fn_with_state(
+            platform,
+            admin::require_admin,
+        ));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -111,14 +114,21 @@ fn with_self_path(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
             utoipa::openapi::path::OperationBuilder::new()
                 .summary(Some("This document"))
                 .tag("health")
-                .response("200", utoipa::openapi::Response::new("The OpenAPI 3 document")),
+                .response(
+                    "200",
+                    utoipa::openapi::Response::new("The OpenAPI 3 document"),
+                ),
         ),
     );
     doc
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "没有这个地址 / no such route")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "没有这个地址 / no such route",
+    )
 }
 
 /// Liveness: the process serves HTTP.
@@ -149,14 +159,20 @@ async fn readyz(State(platform): State<Arc<Platform>>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Metrics", content_type = "text/plain")))]
 async fn metrics(State(platform): State<Arc<Platform>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         platform.metrics.render(),
     )
         .into_response()
 }
 
 fn well_formed_request_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Give every request an id, a tracing span carrying it, and an `x-request-id` answer.
@@ -173,7 +189,11 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let mut response = async move {
         let started = std::time::Instant::now();
         let response = next.run(req).await;
-        tracing::debug!(status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "served");
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "served"
+        );
         response
     }
     .instrument(span)

@@ -27,7 +27,9 @@ impl HostState {
     fn check_key(&self, key: &str) -> Result<(), WitError> {
         let max = self.limits.key_bytes;
         if key.is_empty() {
-            return Err(WitError::Invalid("键不能为空 / key must not be empty".into()));
+            return Err(WitError::Invalid(
+                "键不能为空 / key must not be empty".into(),
+            ));
         }
         if key.len() > max {
             return Err(WitError::Quota(format!(
@@ -37,7 +39,9 @@ impl HostState {
             )));
         }
         if key.contains('\0') {
-            return Err(WitError::Invalid("键不能含 NUL / key must not contain NUL".into()));
+            return Err(WitError::Invalid(
+                "键不能含 NUL / key must not contain NUL".into(),
+            ));
         }
         Ok(())
     }
@@ -109,9 +113,15 @@ impl data::Host for HostState {
         self.check_key(&key)?;
         self.check_value(&value)?;
         self.check_hostcall(key.len() + value.len())?;
-        kv::set(&self.call.db, &self.call.scope, &key, &value, self.limits.keys_per_scope)
-            .await
-            .map_err(|e| self.storage_error(e))
+        kv::set(
+            &self.call.db,
+            &self.call.scope,
+            &key,
+            &value,
+            self.limits.keys_per_scope,
+        )
+        .await
+        .map_err(|e| self.storage_error(e))
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
@@ -130,7 +140,12 @@ impl data::Host for HostState {
             .map_err(|e| self.storage_error(e))
     }
 
-    async fn list_prefix(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> Result<Page, WitError> {
+    async fn list_prefix(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<Page, WitError> {
         self.data_ready()?;
         if prefix.len() > self.limits.key_bytes {
             return Err(WitError::Quota(format!(
@@ -140,15 +155,29 @@ impl data::Host for HostState {
         }
         let after = match &cursor {
             None => None,
-            Some(c) => Some(decode_cursor(c).filter(|k| k.len() <= self.limits.key_bytes).ok_or_else(
-                || WitError::Invalid("游标无效 / cursor is not one this host returned".into()),
-            )?),
+            Some(c) => Some(
+                decode_cursor(c)
+                    .filter(|k| k.len() <= self.limits.key_bytes)
+                    .ok_or_else(|| {
+                        WitError::Invalid("游标无效 / cursor is not one this host returned".into())
+                    })?,
+            ),
         };
         let page_max = self.limits.list_page;
-        let limit = if limit == 0 { page_max } else { limit.min(page_max) };
-        let page = kv::list(&self.call.db, &self.call.scope, &prefix, after.as_deref(), limit)
-            .await
-            .map_err(|e| self.storage_error(e))?;
+        let limit = if limit == 0 {
+            page_max
+        } else {
+            limit.min(page_max)
+        };
+        let page = kv::list(
+            &self.call.db,
+            &self.call.scope,
+            &prefix,
+            after.as_deref(),
+            limit,
+        )
+        .await
+        .map_err(|e| self.storage_error(e))?;
         let next_cursor = if page.more {
             page.entries.last().map(|(k, _)| encode_cursor(k))
         } else {
@@ -167,9 +196,15 @@ impl data::Host for HostState {
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
         self.data_ready()?;
         self.check_key(&key)?;
-        kv::increment(&self.call.db, &self.call.scope, &key, delta, self.limits.keys_per_scope)
-            .await
-            .map_err(|e| self.storage_error(e))
+        kv::increment(
+            &self.call.db,
+            &self.call.scope,
+            &key,
+            delta,
+            self.limits.keys_per_scope,
+        )
+        .await
+        .map_err(|e| self.storage_error(e))
     }
 
     async fn compare_and_swap(
@@ -183,7 +218,8 @@ impl data::Host for HostState {
         if let Some(v) = &new {
             self.check_value(v)?;
         }
-        let carried = key.len() + expected.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len);
+        let carried =
+            key.len() + expected.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len);
         self.check_hostcall(carried)?;
         kv::compare_and_swap(
             &self.call.db,
@@ -254,9 +290,15 @@ impl data::Host for HostState {
             });
         }
         self.check_hostcall(carried)?;
-        let outcome = kv::batch(&self.call.db, &self.call.scope, &pres, &ops, self.limits.keys_per_scope)
-            .await
-            .map_err(|e| self.storage_error(e))?;
+        let outcome = kv::batch(
+            &self.call.db,
+            &self.call.scope,
+            &pres,
+            &ops,
+            self.limits.keys_per_scope,
+        )
+        .await
+        .map_err(|e| self.storage_error(e))?;
         Ok(match outcome {
             kv::BatchOutcome::Committed => BatchOutcome::Committed,
             kv::BatchOutcome::PreconditionFailed(i) => BatchOutcome::PreconditionFailed(i),

@@ -39,7 +39,10 @@ impl identity::Host for HostState {
 }
 
 impl device::Host for HostState {
-    async fn list_devices(&mut self, _kind: Option<String>) -> Result<Vec<device::DeviceInfo>, WitError> {
+    async fn list_devices(
+        &mut self,
+        _kind: Option<String>,
+    ) -> Result<Vec<device::DeviceInfo>, WitError> {
         Err(unavailable("device"))
     }
 

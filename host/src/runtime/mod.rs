@@ -19,8 +19,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use utoipa::ToSchema;
-use wasmtime::component::{Component, HasData, HasSelf, Linker, ResourceTable, types::ComponentItem};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::component::{
+    Component, HasData, HasSelf, Linker, ResourceTable, types::ComponentItem,
+};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 use crate::config::Limits;
 use bindings::{Event, Plugin, PluginPre, Request, Response};
@@ -107,7 +111,9 @@ pub enum ComponentError {
     TooLarge { size: usize, limit: usize },
     #[error("不是有效的 linli 插件组件 / not a valid linli plugin component: {0}")]
     Invalid(String),
-    #[error("插件导入了不允许的接口 / the plugin imports {0}, which linli does not provide (no sockets, no HTTP, no filesystem access)")]
+    #[error(
+        "插件导入了不允许的接口 / the plugin imports {0}, which linli does not provide (no sockets, no HTTP, no filesystem access)"
+    )]
     ForbiddenImport(String),
     #[error("插件元数据无效 / invalid plugin metadata: {0}")]
     Metadata(String),
@@ -184,7 +190,9 @@ impl Runtime {
             .max_wasm_stack(limits.wasm_stack_bytes)
             .async_stack_size(limits.wasm_stack_bytes + (1 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
 
         let mut linker = Linker::<HostState>::new(&engine);
         add_minimal_wasi(&mut linker)?;
@@ -208,8 +216,12 @@ impl Runtime {
                 })
                 .context("starting the epoch ticker")?;
         }
-        data_dir.create_dir_all("cache").context("creating cache/ in the data dir")?;
-        data_dir.create_dir_all("components").context("creating components/ in the data dir")?;
+        data_dir
+            .create_dir_all("cache")
+            .context("creating cache/ in the data dir")?;
+        data_dir
+            .create_dir_all("components")
+            .context("creating components/ in the data dir")?;
         Ok(Runtime {
             engine,
             linker,
@@ -234,7 +246,10 @@ impl Runtime {
     /// Check an uploaded component: size, that it compiles, that it imports nothing beyond
     /// what linli provides, and that it exports the plugin world. Returns its hash; the
     /// compiled artifact is cached (memory and disk) for later calls.
-    pub async fn load_new(&self, bytes: &[u8]) -> Result<(String, PluginPre<HostState>), ComponentError> {
+    pub async fn load_new(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(String, PluginPre<HostState>), ComponentError> {
         if bytes.len() > self.limits.component_bytes {
             return Err(ComponentError::TooLarge {
                 size: bytes.len(),
@@ -255,13 +270,19 @@ impl Runtime {
                 return Err(ComponentError::ForbiddenImport(name.to_owned()));
             }
         }
-        let pre = self.pre(&hash, &component).map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
+        let pre = self
+            .pre(&hash, &component)
+            .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
         Ok((hash, pre))
     }
 
     /// The prepared plugin for a stored component, compiling (or loading the cached
     /// artifact) on first use. `fetch` supplies the component bytes if needed.
-    pub async fn prepared<F, Fut>(&self, hash: &str, fetch: F) -> anyhow::Result<PluginPre<HostState>>
+    pub async fn prepared<F, Fut>(
+        &self,
+        hash: &str,
+        fetch: F,
+    ) -> anyhow::Result<PluginPre<HostState>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = anyhow::Result<Vec<u8>>>,
@@ -320,7 +341,9 @@ impl Runtime {
             let loaded = unsafe { Component::deserialize(&self.engine, &serialized) };
             match loaded {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(%hash, error = %e, "discarding unreadable compiled artifact"),
+                Err(e) => {
+                    tracing::warn!(%hash, error = %e, "discarding unreadable compiled artifact")
+                }
             }
         }
         let engine = self.engine.clone();
@@ -345,7 +368,9 @@ impl Runtime {
         call: CallContext,
         request: Request,
     ) -> (Result<Response, CallError>, CallStats) {
-        let (out, stats) = self.invoke(pre, call, Invocation::Http(request), true).await;
+        let (out, stats) = self
+            .invoke(pre, call, Invocation::Http(request), true)
+            .await;
         let out = out.and_then(|o| match o {
             Output::Http(r) => self.check_response(r),
             _ => Err(CallError::Host(anyhow::anyhow!("unexpected output"))),
@@ -400,12 +425,19 @@ impl Runtime {
             )));
         }
         if !(100..=599).contains(&r.status) {
-            return Err(CallError::Output(format!("invalid HTTP status {}", r.status)));
+            return Err(CallError::Output(format!(
+                "invalid HTTP status {}",
+                r.status
+            )));
         }
         if r.headers.len() > 64 {
-            return Err(CallError::Output(format!("{} response headers, over 64", r.headers.len())));
+            return Err(CallError::Output(format!(
+                "{} response headers, over 64",
+                r.headers.len()
+            )));
         }
-        r.headers.retain(|h| h.name.len() + h.value.len() <= 8 << 10);
+        r.headers
+            .retain(|h| h.name.len() + h.value.len() <= 8 << 10);
         Ok(r)
     }
 
@@ -419,14 +451,23 @@ impl Runtime {
         let timeout_ms = self.limits.call_timeout_ms;
         let deadline = Duration::from_millis(timeout_ms);
         // Waiting for a free slot counts against the deadline too.
-        let permit = match tokio::time::timeout(deadline, self.slots.clone().acquire_owned()).await {
+        let permit = match tokio::time::timeout(deadline, self.slots.clone().acquire_owned()).await
+        {
             Ok(Ok(p)) => p,
-            Ok(Err(_)) => return (Err(CallError::Host(anyhow::anyhow!("runtime closed"))), CallStats::default()),
+            Ok(Err(_)) => {
+                return (
+                    Err(CallError::Host(anyhow::anyhow!("runtime closed"))),
+                    CallStats::default(),
+                );
+            }
             Err(_) => return (Err(CallError::Deadline(timeout_ms)), CallStats::default()),
         };
         let scope = call.scope.clone();
         let request_id = call.request_id.clone();
-        let mut store = Store::new(&self.engine, HostState::new(call, self.limits.clone(), capabilities));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(call, self.limits.clone(), capabilities),
+        );
         store.limiter(|s| &mut s.limiter);
         // Time-slice the guest: every SLICE_TICKS epochs it yields to the async executor, so
         // a spinning plugin cannot starve other requests on the same worker thread; past the
@@ -445,16 +486,28 @@ impl Runtime {
             let instance = pre.instantiate_async(&mut store).await?;
             Ok::<_, wasmtime::Error>(match invocation {
                 Invocation::Http(req) => Output::Http(
-                    instance.linli_plugin_http().call_handle(&mut store, &req).await?,
+                    instance
+                        .linli_plugin_http()
+                        .call_handle(&mut store, &req)
+                        .await?,
                 ),
                 Invocation::Event(ev) => Output::Unit(
-                    instance.linli_plugin_events().call_handle_event(&mut store, &ev).await?,
+                    instance
+                        .linli_plugin_events()
+                        .call_handle_event(&mut store, &ev)
+                        .await?,
                 ),
                 Invocation::Metadata => Output::Metadata(
-                    instance.linli_plugin_lifecycle().call_describe(&mut store).await?,
+                    instance
+                        .linli_plugin_lifecycle()
+                        .call_describe(&mut store)
+                        .await?,
                 ),
                 Invocation::OnInstall => Output::Unit(
-                    instance.linli_plugin_lifecycle().call_on_install(&mut store).await?,
+                    instance
+                        .linli_plugin_lifecycle()
+                        .call_on_install(&mut store)
+                        .await?,
                 ),
                 Invocation::OnUpgrade(prev) => Output::Unit(
                     instance
@@ -476,7 +529,10 @@ impl Runtime {
         };
         for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
             let text = pipe.contents();
-            for line in String::from_utf8_lossy(&text).lines().filter(|l| !l.trim().is_empty()) {
+            for line in String::from_utf8_lossy(&text)
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+            {
                 let line = crate::capabilities::log::truncate(line, self.limits.log_line_bytes);
                 tracing::info!(
                     target: "plugin",
@@ -497,7 +553,9 @@ impl Runtime {
     fn classify(&self, e: wasmtime::Error, state: &HostState) -> CallError {
         if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
             let reason = match trap {
-                wasmtime::Trap::Interrupt => return CallError::Deadline(self.limits.call_timeout_ms),
+                wasmtime::Trap::Interrupt => {
+                    return CallError::Deadline(self.limits.call_timeout_ms);
+                }
                 wasmtime::Trap::StackOverflow => format!(
                     "stack overflow (limits.wasm_stack_bytes = {})",
                     self.limits.wasm_stack_bytes
@@ -545,8 +603,10 @@ fn unit(out: Result<Output, CallError>) -> Result<Result<(), String>, CallError>
 /// Write a file under the data dir: to a temporary name first, then renamed into place.
 fn write_atomically(dir: &Dir, path: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = format!("{path}.tmp-{}", uuid::Uuid::new_v4().simple());
-    dir.write(&tmp, bytes).with_context(|| format!("writing {tmp}"))?;
-    dir.rename(&tmp, dir, path).with_context(|| format!("renaming to {path}"))?;
+    dir.write(&tmp, bytes)
+        .with_context(|| format!("writing {tmp}"))?;
+    dir.rename(&tmp, dir, path)
+        .with_context(|| format!("renaming to {path}"))?;
     Ok(())
 }
 
@@ -559,16 +619,25 @@ fn add_minimal_wasi(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
     use wasmtime_wasi::filesystem::WasiFilesystem;
     use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
     use wasmtime_wasi::random::WasiRandom;
-    use wasmtime_wasi::{cli::WasiCliView, clocks::WasiClocksView, filesystem::WasiFilesystemView, random::WasiRandomView};
+    use wasmtime_wasi::{
+        cli::WasiCliView, clocks::WasiClocksView, filesystem::WasiFilesystemView,
+        random::WasiRandomView,
+    };
 
     struct HasIo;
     impl HasData for HasIo {
         type Data<'a> = &'a mut ResourceTable;
     }
     let l = linker;
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<HostState, HasIo>(l, |t| &mut t.table)?;
-    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<HostState, HasIo>(l, |t| &mut t.table)?;
-    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<HostState, HasIo>(l, |t| &mut t.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<HostState, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<HostState, HasIo>(l, |t| {
+        &mut t.table
+    })?;
+    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<HostState, HasIo>(l, |t| {
+        &mut t.table
+    })?;
     clocks::wall_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
     clocks::monotonic_clock::add_to_linker::<HostState, WasiClocks>(l, HostState::clocks)?;
     random::random::add_to_linker::<HostState, WasiRandom>(l, HostState::random)?;
@@ -596,23 +665,34 @@ const MAX_CAPABILITIES: usize = 64;
 fn validate_metadata(m: bindings::Metadata) -> Result<PluginMetadata, String> {
     let id_ok = m.id.len() <= 63
         && m.id.starts_with(|c: char| c.is_ascii_lowercase())
-        && m.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && m.id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !id_ok {
         return Err(format!("id {:?} must match [a-z][a-z0-9-]{{0,62}}", m.id));
     }
-    let parts: Vec<&str> = m.version.split(['-', '+']).next().unwrap_or("").split('.').collect();
+    let parts: Vec<&str> = m
+        .version
+        .split(['-', '+'])
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .collect();
     if m.version.len() > 64 || parts.len() != 3 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
-        return Err(format!("version {:?} must be semantic (MAJOR.MINOR.PATCH)", m.version));
+        return Err(format!(
+            "version {:?} must be semantic (MAJOR.MINOR.PATCH)",
+            m.version
+        ));
     }
-    for (name, text) in [
-        ("title-zh", &m.title_zh),
-        ("title-en", &m.title_en),
-    ] {
+    for (name, text) in [("title-zh", &m.title_zh), ("title-en", &m.title_en)] {
         if text.trim().is_empty() || text.chars().count() > 100 {
             return Err(format!("{name} must be 1–100 characters"));
         }
     }
-    for (name, text) in [("description-zh", &m.description_zh), ("description-en", &m.description_en)] {
+    for (name, text) in [
+        ("description-zh", &m.description_zh),
+        ("description-en", &m.description_en),
+    ] {
         if text.chars().count() > MAX_TEXT {
             return Err(format!("{name} is over {MAX_TEXT} characters"));
         }
@@ -627,10 +707,18 @@ fn validate_metadata(m: bindings::Metadata) -> Result<PluginMetadata, String> {
                     return Err(format!("unknown capability {:?}", c.name));
                 }
                 if c.purpose_zh.trim().is_empty() || c.purpose_en.trim().is_empty() {
-                    return Err(format!("capability {:?} needs a purpose in zh and en", c.name));
+                    return Err(format!(
+                        "capability {:?} needs a purpose in zh and en",
+                        c.name
+                    ));
                 }
-                if c.purpose_zh.chars().count() > MAX_TEXT || c.purpose_en.chars().count() > MAX_TEXT {
-                    return Err(format!("capability {:?}: purpose over {MAX_TEXT} characters", c.name));
+                if c.purpose_zh.chars().count() > MAX_TEXT
+                    || c.purpose_en.chars().count() > MAX_TEXT
+                {
+                    return Err(format!(
+                        "capability {:?}: purpose over {MAX_TEXT} characters",
+                        c.name
+                    ));
                 }
                 Ok(CapabilityRequest {
                     name: c.name,
@@ -641,13 +729,18 @@ fn validate_metadata(m: bindings::Metadata) -> Result<PluginMetadata, String> {
             .collect::<Result<Vec<_>, String>>()
     };
     let topic_ok = |t: &str| {
-        !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+        !t.is_empty()
+            && t.len() <= 128
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
     };
     if m.subscriptions.len() > MAX_CAPABILITIES || m.subscriptions.iter().any(|t| !topic_ok(t)) {
         return Err("subscriptions: at most 64 topics of [A-Za-z0-9-_./]{1,128}".into());
     }
     if m.schedules.len() > MAX_CAPABILITIES
-        || m.schedules.iter().any(|s| !topic_ok(&s.name) || s.cron.split_whitespace().count() != 5)
+        || m.schedules
+            .iter()
+            .any(|s| !topic_ok(&s.name) || s.cron.split_whitespace().count() != 5)
     {
         return Err("schedules: at most 64, each a name and a five-field cron expression".into());
     }
@@ -664,7 +757,10 @@ fn validate_metadata(m: bindings::Metadata) -> Result<PluginMetadata, String> {
         schedules: m
             .schedules
             .into_iter()
-            .map(|s| Schedule { name: s.name, cron: s.cron })
+            .map(|s| Schedule {
+                name: s.name,
+                cron: s.cron,
+            })
             .collect(),
     })
 }
@@ -672,8 +768,18 @@ fn validate_metadata(m: bindings::Metadata) -> Result<PluginMetadata, String> {
 /// Capability names: `data`, `log`, `identity[.field]`, `device.<kind>`,
 /// `messaging.notify`, `messaging.publish`.
 pub fn valid_capability(name: &str) -> bool {
-    const IDENTITY_FIELDS: &[&str] = &["name", "phone", "id-number", "birth-date", "household", "address", "tags"];
-    let kebab = |s: &str| !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    const IDENTITY_FIELDS: &[&str] = &[
+        "name",
+        "phone",
+        "id-number",
+        "birth-date",
+        "household",
+        "address",
+        "tags",
+    ];
+    let kebab = |s: &str| {
+        !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+    };
     match name.split_once('.') {
         None => matches!(name, "data" | "log" | "identity"),
         Some(("identity", field)) => IDENTITY_FIELDS.contains(&field),
@@ -689,10 +795,25 @@ mod tests {
 
     #[test]
     fn capability_names() {
-        for ok in ["data", "log", "identity", "identity.phone", "device.gate", "messaging.notify"] {
+        for ok in [
+            "data",
+            "log",
+            "identity",
+            "identity.phone",
+            "device.gate",
+            "messaging.notify",
+        ] {
             assert!(valid_capability(ok), "{ok}");
         }
-        for bad in ["", "fs", "identity.password", "device.", "device.Gate", "messaging.spam", "data.x"] {
+        for bad in [
+            "",
+            "fs",
+            "identity.password",
+            "device.",
+            "device.Gate",
+            "messaging.spam",
+            "data.x",
+        ] {
             assert!(!valid_capability(bad), "{bad}");
         }
     }

@@ -42,20 +42,22 @@ pub struct InstallRow {
 pub async fn put_component(db: &Db, hash: &str, bytes: &[u8]) -> Result<()> {
     let now = now_ms();
     super::write_tx!(db, |tx| {
-            let known = sqlx::query("SELECT 1 FROM components WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if known.is_none() {
-                sqlx::query("INSERT INTO components (hash, bytes, size, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(hash)
-                    .bind(bytes)
-                    .bind(bytes.len() as i64)
-                    .bind(now)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(())
+        let known = sqlx::query("SELECT 1 FROM components WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if known.is_none() {
+            sqlx::query(
+                "INSERT INTO components (hash, bytes, size, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(hash)
+            .bind(bytes)
+            .bind(bytes.len() as i64)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     })
 }
 
@@ -88,7 +90,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<InstallRow> {
 }
 
 pub async fn get(db: &Db, tenant: &str, plugin: &str) -> Result<Option<InstallRow>> {
-    let sql = format!("SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 AND plugin_id = $2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 AND plugin_id = $2");
     let row = sqlx::query(&sql)
         .bind(tenant)
         .bind(plugin)
@@ -101,7 +104,9 @@ pub async fn get(db: &Db, tenant: &str, plugin: &str) -> Result<Option<InstallRo
 pub async fn list(db: &Db, tenant: Option<&str>) -> Result<Vec<InstallRow>> {
     let rows = match tenant {
         Some(t) => {
-            let sql = format!("SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 ORDER BY plugin_id");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM installations WHERE tenant_id = $1 ORDER BY plugin_id"
+            );
             sqlx::query(&sql).bind(t).fetch_all(db.pool()).await?
         }
         None => {
@@ -115,25 +120,27 @@ pub async fn list(db: &Db, tenant: Option<&str>) -> Result<Vec<InstallRow>> {
 /// Insert or replace the installation of `row.plugin_id` at `row.tenant_id`; it becomes active.
 pub async fn upsert(db: &Db, row: &InstallRow) -> Result<()> {
     super::write_tx!(db, |tx| {
-            sqlx::query("DELETE FROM installations WHERE tenant_id = $1 AND plugin_id = $2")
-                .bind(&row.tenant_id)
-                .bind(&row.plugin_id)
-                .execute(&mut **tx)
-                .await?;
-            let sql = format!("INSERT INTO installations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
-            sqlx::query(&sql)
-                .bind(&row.tenant_id)
-                .bind(&row.plugin_id)
-                .bind(&row.version)
-                .bind(&row.component_hash)
-                .bind(&row.metadata)
-                .bind(row.status.as_str())
-                .bind(row.status_reason.as_deref())
-                .bind(row.installed_at)
-                .bind(row.updated_at)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
+        sqlx::query("DELETE FROM installations WHERE tenant_id = $1 AND plugin_id = $2")
+            .bind(&row.tenant_id)
+            .bind(&row.plugin_id)
+            .execute(&mut **tx)
+            .await?;
+        let sql = format!(
+            "INSERT INTO installations ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        );
+        sqlx::query(&sql)
+            .bind(&row.tenant_id)
+            .bind(&row.plugin_id)
+            .bind(&row.version)
+            .bind(&row.component_hash)
+            .bind(&row.metadata)
+            .bind(row.status.as_str())
+            .bind(row.status_reason.as_deref())
+            .bind(row.installed_at)
+            .bind(row.updated_at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     })
 }
 

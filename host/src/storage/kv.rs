@@ -49,12 +49,13 @@ pub struct Page {
 type Tx = Transaction<'static, Any>;
 
 pub async fn get(db: &Db, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>> {
-    let row = sqlx::query("SELECT value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
-        .bind(&scope.tenant)
-        .bind(&scope.plugin)
-        .bind(key)
-        .fetch_optional(db.pool())
-        .await?;
+    let row =
+        sqlx::query("SELECT value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .bind(key)
+            .fetch_optional(db.pool())
+            .await?;
     Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
 }
 
@@ -86,10 +87,18 @@ pub async fn list(
     let upper = prefix_successor(prefix);
     let fetch = i64::from(limit) + 1;
     let sql = match (strict, upper.is_some()) {
-        (true, true) => "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key > $3 AND key < $4 ORDER BY key LIMIT $5",
-        (false, true) => "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key >= $3 AND key < $4 ORDER BY key LIMIT $5",
-        (true, false) => "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key > $3 AND $4 = $4 ORDER BY key LIMIT $5",
-        (false, false) => "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key >= $3 AND $4 = $4 ORDER BY key LIMIT $5",
+        (true, true) => {
+            "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key > $3 AND key < $4 ORDER BY key LIMIT $5"
+        }
+        (false, true) => {
+            "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key >= $3 AND key < $4 ORDER BY key LIMIT $5"
+        }
+        (true, false) => {
+            "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key > $3 AND $4 = $4 ORDER BY key LIMIT $5"
+        }
+        (false, false) => {
+            "SELECT key, value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key >= $3 AND $4 = $4 ORDER BY key LIMIT $5"
+        }
     };
     let rows = sqlx::query(sql)
         .bind(&scope.tenant)
@@ -135,8 +144,16 @@ pub async fn delete(db: &Db, scope: &Scope, key: &str) -> Result<bool> {
     super::write_tx!(db, |tx| { tx_delete(tx, scope, key).await })
 }
 
-pub async fn increment(db: &Db, scope: &Scope, key: &str, delta: i64, max_keys: u64) -> Result<i64> {
-    super::write_tx!(db, |tx| { tx_increment(tx, scope, key, delta, max_keys).await })
+pub async fn increment(
+    db: &Db,
+    scope: &Scope,
+    key: &str,
+    delta: i64,
+    max_keys: u64,
+) -> Result<i64> {
+    super::write_tx!(db, |tx| {
+        tx_increment(tx, scope, key, delta, max_keys).await
+    })
 }
 
 /// Replace `key`'s value with `new` (delete when `None`) only if it equals `expected`
@@ -150,17 +167,17 @@ pub async fn compare_and_swap(
     max_keys: u64,
 ) -> Result<bool> {
     super::write_tx!(db, |tx| {
-            let current = tx_get(tx, scope, key).await?;
-            if current.as_deref() != expected {
-                return Ok(false);
+        let current = tx_get(tx, scope, key).await?;
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => tx_put(tx, scope, key, value, max_keys).await?,
+            None => {
+                tx_delete(tx, scope, key).await?;
             }
-            match new {
-                Some(value) => tx_put(tx, scope, key, value, max_keys).await?,
-                None => {
-                    tx_delete(tx, scope, key).await?;
-                }
-            }
-            Ok(true)
+        }
+        Ok(true)
     })
 }
 
@@ -173,30 +190,30 @@ pub async fn batch(
     max_keys: u64,
 ) -> Result<BatchOutcome> {
     super::write_tx!(db, |tx| {
-            for (i, pre) in preconditions.iter().enumerate() {
-                let holds = match pre {
-                    Precondition::Exists(k) => tx_get(tx, scope, k).await?.is_some(),
-                    Precondition::Absent(k) => tx_get(tx, scope, k).await?.is_none(),
-                    Precondition::Equals(k, v) => {
-                        tx_get(tx, scope, k).await?.as_deref() == Some(v.as_slice())
-                    }
-                };
-                if !holds {
-                    return Ok(BatchOutcome::PreconditionFailed(i as u32));
+        for (i, pre) in preconditions.iter().enumerate() {
+            let holds = match pre {
+                Precondition::Exists(k) => tx_get(tx, scope, k).await?.is_some(),
+                Precondition::Absent(k) => tx_get(tx, scope, k).await?.is_none(),
+                Precondition::Equals(k, v) => {
+                    tx_get(tx, scope, k).await?.as_deref() == Some(v.as_slice())
+                }
+            };
+            if !holds {
+                return Ok(BatchOutcome::PreconditionFailed(i as u32));
+            }
+        }
+        for op in operations {
+            match op {
+                Operation::Set(k, v) => tx_put(tx, scope, k, v, max_keys).await?,
+                Operation::Delete(k) => {
+                    tx_delete(tx, scope, k).await?;
+                }
+                Operation::Increment(k, d) => {
+                    tx_increment(tx, scope, k, *d, max_keys).await?;
                 }
             }
-            for op in operations {
-                match op {
-                    Operation::Set(k, v) => tx_put(tx, scope, k, v, max_keys).await?,
-                    Operation::Delete(k) => {
-                        tx_delete(tx, scope, k).await?;
-                    }
-                    Operation::Increment(k, d) => {
-                        tx_increment(tx, scope, k, *d, max_keys).await?;
-                    }
-                }
-            }
-            Ok(BatchOutcome::Committed)
+        }
+        Ok(BatchOutcome::Committed)
     })
 }
 
@@ -207,44 +224,50 @@ pub async fn key_count(db: &Db, scope: &Scope) -> Result<u64> {
         .bind(&scope.plugin)
         .fetch_optional(db.pool())
         .await?;
-    Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.unwrap_or(0) as u64)
+    Ok(row
+        .map(|r| r.try_get::<i64, _>(0))
+        .transpose()?
+        .unwrap_or(0) as u64)
 }
 
 /// Remove every key of a scope (used when a plugin is uninstalled with its data).
 pub async fn purge(db: &Db, scope: &Scope) -> Result<u64> {
     super::write_tx!(db, |tx| {
-            let done = sqlx::query("DELETE FROM kv WHERE tenant_id = $1 AND plugin_id = $2")
-                .bind(&scope.tenant)
-                .bind(&scope.plugin)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM kv_usage WHERE tenant_id = $1 AND plugin_id = $2")
-                .bind(&scope.tenant)
-                .bind(&scope.plugin)
-                .execute(&mut **tx)
-                .await?;
-            Ok(done.rows_affected())
+        let done = sqlx::query("DELETE FROM kv WHERE tenant_id = $1 AND plugin_id = $2")
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM kv_usage WHERE tenant_id = $1 AND plugin_id = $2")
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected())
     })
 }
 
 async fn tx_get(tx: &mut Tx, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>> {
-    let row = sqlx::query("SELECT value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
-        .bind(&scope.tenant)
-        .bind(&scope.plugin)
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await?;
+    let row =
+        sqlx::query("SELECT value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
     Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
 }
 
 async fn tx_put(tx: &mut Tx, scope: &Scope, key: &str, value: &[u8], max_keys: u64) -> Result<()> {
-    let updated = sqlx::query("UPDATE kv SET value = $4 WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
-        .bind(&scope.tenant)
-        .bind(&scope.plugin)
-        .bind(key)
-        .bind(value)
-        .execute(&mut **tx)
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE kv SET value = $4 WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3",
+    )
+    .bind(&scope.tenant)
+    .bind(&scope.plugin)
+    .bind(key)
+    .bind(value)
+    .execute(&mut **tx)
+    .await?;
     if updated.rows_affected() > 0 {
         return Ok(());
     }
@@ -285,7 +308,13 @@ async fn tx_delete(tx: &mut Tx, scope: &Scope, key: &str) -> Result<bool> {
     Ok(existed)
 }
 
-async fn tx_increment(tx: &mut Tx, scope: &Scope, key: &str, delta: i64, max_keys: u64) -> Result<i64> {
+async fn tx_increment(
+    tx: &mut Tx,
+    scope: &Scope,
+    key: &str,
+    delta: i64,
+    max_keys: u64,
+) -> Result<i64> {
     let current = match tx_get(tx, scope, key).await? {
         None => 0,
         Some(bytes) => parse_counter(&bytes).ok_or_else(|| {
@@ -329,10 +358,7 @@ mod tests {
         assert_eq!(prefix_successor("a").as_deref(), Some("b"));
         assert_eq!(prefix_successor("vote/").as_deref(), Some("vote0"));
         assert_eq!(prefix_successor("投票").as_deref(), Some("投祩"));
-        assert_eq!(
-            prefix_successor("a\u{D7FF}").as_deref(),
-            Some("a\u{E000}")
-        );
+        assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
         assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
         assert_eq!(prefix_successor("\u{10FFFF}"), None);
         for key in ["vote/", "vote/a", "vote/\u{10FFFF}\u{10FFFF}"] {

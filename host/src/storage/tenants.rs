@@ -72,7 +72,9 @@ pub struct Tenant {
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 63
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !id.starts_with('-')
 }
 
@@ -100,51 +102,53 @@ pub async fn create(
     }
     let created_at = now_ms();
     super::write_tx!(db, |tx| {
-            let taken = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            if taken.is_some() {
-                return Err(StorageError::Conflict(format!(
-                    "租户已存在 / tenant already exists: {id}"
-                )));
-            }
-            let parent_kind = match parent_id {
-                None => None,
-                Some(p) => {
-                    let row = sqlx::query("SELECT kind FROM tenants WHERE id = $1")
-                        .bind(p)
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .ok_or_else(|| {
-                            StorageError::NotFound(format!("上级租户不存在 / parent tenant not found: {p}"))
-                        })?;
-                    let k: String = row.try_get(0)?;
-                    TenantKind::parse(&k)
-                }
-            };
-            if !kind.allowed_parents().contains(&parent_kind) {
-                return Err(StorageError::Invalid(format!(
-                    "{} 不能挂在 {} 之下 / a {} cannot sit under {}",
-                    kind.as_str(),
-                    parent_kind.map_or("根 (root)", TenantKind::as_str),
-                    kind.as_str(),
-                    parent_kind.map_or("the root", TenantKind::as_str),
-                )));
-            }
-            sqlx::query(
-                "INSERT INTO tenants (id, parent_id, kind, name_zh, name_en, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
+        let taken = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
             .bind(id)
-            .bind(parent_id)
-            .bind(kind.as_str())
-            .bind(name_zh)
-            .bind(name_en)
-            .bind(created_at)
-            .execute(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?;
-            Ok(())
+        if taken.is_some() {
+            return Err(StorageError::Conflict(format!(
+                "租户已存在 / tenant already exists: {id}"
+            )));
+        }
+        let parent_kind = match parent_id {
+            None => None,
+            Some(p) => {
+                let row = sqlx::query("SELECT kind FROM tenants WHERE id = $1")
+                    .bind(p)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StorageError::NotFound(format!(
+                            "上级租户不存在 / parent tenant not found: {p}"
+                        ))
+                    })?;
+                let k: String = row.try_get(0)?;
+                TenantKind::parse(&k)
+            }
+        };
+        if !kind.allowed_parents().contains(&parent_kind) {
+            return Err(StorageError::Invalid(format!(
+                "{} 不能挂在 {} 之下 / a {} cannot sit under {}",
+                kind.as_str(),
+                parent_kind.map_or("根 (root)", TenantKind::as_str),
+                kind.as_str(),
+                parent_kind.map_or("the root", TenantKind::as_str),
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO tenants (id, parent_id, kind, name_zh, name_en, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(parent_id)
+        .bind(kind.as_str())
+        .bind(name_zh)
+        .bind(name_en)
+        .bind(created_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     })?;
     Ok(Tenant {
         id: id.to_owned(),
@@ -170,18 +174,22 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Tenant> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Tenant>> {
-    let row = sqlx::query("SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query(
+        "SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
 /// Every tenant in tree order: each parent before its children, siblings by id.
 pub async fn list(db: &Db) -> Result<Vec<Tenant>> {
-    let rows = sqlx::query("SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants ORDER BY id")
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, parent_id, kind, name_zh, name_en, created_at FROM tenants ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?;
     let all = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     Ok(tree_order(all))
 }
@@ -206,7 +214,9 @@ fn tree_order(all: Vec<Tenant>) -> Vec<Tenant> {
 }
 
 pub async fn count(db: &Db) -> Result<i64> {
-    let row = sqlx::query("SELECT COUNT(*) FROM tenants").fetch_one(db.pool()).await?;
+    let row = sqlx::query("SELECT COUNT(*) FROM tenants")
+        .fetch_one(db.pool())
+        .await?;
     Ok(row.try_get(0)?)
 }
 

@@ -7,14 +7,19 @@ use linli_sdk::{Error, Metadata, Plugin, Request, Response, Router, export_plugi
 struct Hostile;
 
 fn size_param(req: &Request, default: usize) -> usize {
-    req.query_param("bytes").and_then(|v| v.parse().ok()).unwrap_or(default)
+    req.query_param("bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn answer(result: Result<impl serde::Serialize, Error>) -> Result<Response, Error> {
     // Report the host's answer to the test instead of failing, so the test sees the error kind.
     Ok(match result {
         Ok(v) => Response::json(200, &serde_json::json!({ "ok": v })),
-        Err(e) => Response::json(200, &serde_json::json!({ "error": e.code(), "message": e.to_string() })),
+        Err(e) => Response::json(
+            200,
+            &serde_json::json!({ "error": e.code(), "message": e.to_string() }),
+        ),
     })
 }
 
@@ -26,7 +31,9 @@ fn deep(n: u64) -> u64 {
     if n == u64::MAX {
         return 0;
     }
-    deep(n.wrapping_add(1)).wrapping_mul(3).wrapping_add(n ^ 0x5a)
+    deep(n.wrapping_add(1))
+        .wrapping_mul(3)
+        .wrapping_add(n ^ 0x5a)
 }
 
 impl Plugin for Hostile {
@@ -62,7 +69,9 @@ impl Plugin for Hostile {
                 }
             })
             // Recurse until the stack limit traps.
-            .get("/recurse", |_, _| Ok(Response::text(200, &deep(0).to_string())))
+            .get("/recurse", |_, _| {
+                Ok(Response::text(200, &deep(0).to_string()))
+            })
             // Answer a body of ?bytes= bytes (default 8 MiB).
             .get("/huge", |req, _| {
                 let n = size_param(req, 8 << 20);
@@ -88,17 +97,20 @@ impl Plugin for Hostile {
                 let names: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
                 Ok(Response::json(200, &names))
             })
-            .get("/big-key", |req, _| answer(data::set(&"k".repeat(size_param(req, 4096)), b"v")))
-            .get("/big-value", |req, _| answer(data::set("v", &vec![7u8; size_param(req, 2 << 20)])))
+            .get("/big-key", |req, _| {
+                answer(data::set(&"k".repeat(size_param(req, 4096)), b"v"))
+            })
+            .get("/big-value", |req, _| {
+                answer(data::set("v", &vec![7u8; size_param(req, 2 << 20)]))
+            })
             .get("/empty-key", |_, _| answer(data::get("")))
             .get("/nul-key", |_, _| answer(data::set("a\0b", b"v")))
             .get("/many-keys", |req, _| {
                 let n = size_param(req, 100);
                 for i in 0..n {
                     if let Err(e) = data::set(&format!("many/{i}"), b"x") {
-                        return answer(Err::<(), _>(e)).map(|r| {
-                            r.with_header("x-linli-stored", &i.to_string())
-                        });
+                        return answer(Err::<(), _>(e))
+                            .map(|r| r.with_header("x-linli-stored", &i.to_string()));
                     }
                 }
                 answer(Ok(n))
@@ -118,17 +130,33 @@ impl Plugin for Hostile {
                 data::set("max", i64::MAX.to_string().as_bytes())?;
                 answer(data::increment("max", 1))
             })
-            .get("/bad-cursor", |_, _| answer(data::list_page("", Some("!!not-a-cursor"), 10).map(|_| ())))
+            .get("/bad-cursor", |_, _| {
+                answer(data::list_page("", Some("!!not-a-cursor"), 10).map(|_| ()))
+            })
             // Keys that look like paths or other scopes are just keys in this scope.
             .get("/escape", |_, _| {
-                let probes = ["../hello/visits", "visits", "/dongcun/hello/visits", "%2e%2e/visits", "*"];
+                let probes = [
+                    "../hello/visits",
+                    "visits",
+                    "/dongcun/hello/visits",
+                    "%2e%2e/visits",
+                    "*",
+                ];
                 let mut seen = serde_json::Map::new();
                 for p in probes {
                     let v = data::get(p)?;
-                    seen.insert(p.into(), serde_json::json!(v.map(|b| String::from_utf8_lossy(&b).into_owned())));
+                    seen.insert(
+                        p.into(),
+                        serde_json::json!(v.map(|b| String::from_utf8_lossy(&b).into_owned())),
+                    );
                 }
-                let all: Vec<String> = data::scan("").map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
-                Ok(Response::json(200, &serde_json::json!({ "probes": seen, "keys": all })))
+                let all: Vec<String> = data::scan("")
+                    .map(|r| r.map(|(k, _)| k))
+                    .collect::<Result<_, _>>()?;
+                Ok(Response::json(
+                    200,
+                    &serde_json::json!({ "probes": seen, "keys": all }),
+                ))
             })
             .get("/log-flood", |req, _| {
                 let line = "y".repeat(size_param(req, 100));
@@ -154,7 +182,11 @@ impl Plugin for Hostile {
             .get("/get", |req, _| {
                 let key = req.query_param("key").unwrap_or_default();
                 Ok(match data::get(&key)? {
-                    Some(v) => Response { status: 200, headers: vec![], body: v },
+                    Some(v) => Response {
+                        status: 200,
+                        headers: vec![],
+                        body: v,
+                    },
                     None => Response::status(404),
                 })
             })

@@ -7,16 +7,24 @@ struct Spy;
 
 impl Plugin for Spy {
     fn metadata() -> Metadata {
-        Metadata::new("spy", "0.1.0", "窥探插件", "Spy plugin")
-            .require("data", "测试隔离", "tests isolation")
+        Metadata::new("spy", "0.1.0", "窥探插件", "Spy plugin").require(
+            "data",
+            "测试隔离",
+            "tests isolation",
+        )
     }
 
     fn handle(request: Request) -> Response {
         Router::new()
             .get("/peek", |_, _| {
-                let keys: Vec<String> = data::scan("").map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+                let keys: Vec<String> = data::scan("")
+                    .map(|r| r.map(|(k, _)| k))
+                    .collect::<Result<_, _>>()?;
                 let visits = data::get("visits")?.map(|v| String::from_utf8_lossy(&v).into_owned());
-                Ok(Response::json(200, &serde_json::json!({ "keys": keys, "visits": visits })))
+                Ok(Response::json(
+                    200,
+                    &serde_json::json!({ "keys": keys, "visits": visits }),
+                ))
             })
             .handle(request)
     }
