@@ -55,7 +55,11 @@ pub enum PackageError {
     #[error("包已截断 / package truncated while reading {0}")]
     Truncated(&'static str),
     #[error("包内 {what} 过大 / {what} of {size} bytes is over the limit of {limit}")]
-    TooLarge { what: &'static str, size: u64, limit: u64 },
+    TooLarge {
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
     #[error("包尾部有多余数据 / {0} trailing bytes after the component")]
     TrailingBytes(usize),
     #[error("清单无效 / invalid manifest: {0}")]
@@ -98,7 +102,8 @@ impl Package {
             component_size: component.len() as u64,
         };
         validate(&manifest)?;
-        let manifest_json = serde_json::to_vec(&manifest).map_err(|e| PackageError::Manifest(e.to_string()))?;
+        let manifest_json =
+            serde_json::to_vec(&manifest).map_err(|e| PackageError::Manifest(e.to_string()))?;
         let signature = key.sign(&Sha256::digest(&manifest_json)).to_bytes();
         Ok(Package {
             manifest,
@@ -158,8 +163,8 @@ impl Package {
         if r.at != bytes.len() {
             return Err(PackageError::TrailingBytes(bytes.len() - r.at));
         }
-        let manifest: Manifest =
-            serde_json::from_slice(&manifest_json).map_err(|e| PackageError::Manifest(e.to_string()))?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_json)
+            .map_err(|e| PackageError::Manifest(e.to_string()))?;
         validate(&manifest)?;
         Ok(Package {
             manifest,
@@ -176,8 +181,11 @@ impl Package {
         {
             return Err(PackageError::ComponentMismatch);
         }
-        key.verify(&Sha256::digest(&self.manifest_json), &Signature::from_bytes(&self.signature))
-            .map_err(|_| PackageError::BadSignature)
+        key.verify(
+            &Sha256::digest(&self.manifest_json),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| PackageError::BadSignature)
     }
 }
 
@@ -185,19 +193,29 @@ fn validate(m: &Manifest) -> Result<(), PackageError> {
     let id_ok = !m.id.is_empty()
         && m.id.len() <= 63
         && m.id.starts_with(|c: char| c.is_ascii_lowercase())
-        && m.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && m.id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !id_ok {
         return Err(PackageError::Manifest(format!("id {:?}", m.id)));
     }
     let parts: Vec<&str> = m.version.split('.').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.parse::<u64>().is_err()) {
-        return Err(PackageError::Manifest(format!("version {:?} is not MAJOR.MINOR.PATCH", m.version)));
+        return Err(PackageError::Manifest(format!(
+            "version {:?} is not MAJOR.MINOR.PATCH",
+            m.version
+        )));
     }
     if m.publisher.trim().is_empty() || m.publisher.chars().count() > 200 {
-        return Err(PackageError::Manifest("publisher must be 1–200 characters".into()));
+        return Err(PackageError::Manifest(
+            "publisher must be 1–200 characters".into(),
+        ));
     }
-    if m.component_sha256.len() != 64 || !m.component_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(PackageError::Manifest("component_sha256 must be 64 hex digits".into()));
+    if m.component_sha256.len() != 64 || !m.component_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(PackageError::Manifest(
+            "component_sha256 must be 64 hex digits".into(),
+        ));
     }
     Ok(())
 }
@@ -209,8 +227,14 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], PackageError> {
-        let end = self.at.checked_add(n).ok_or(PackageError::Truncated(what))?;
-        let slice = self.bytes.get(self.at..end).ok_or(PackageError::Truncated(what))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .ok_or(PackageError::Truncated(what))?;
+        let slice = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(PackageError::Truncated(what))?;
         self.at = end;
         Ok(slice)
     }
@@ -231,7 +255,14 @@ mod tests {
     }
 
     fn package() -> Package {
-        Package::sign("hello", "0.1.0", "青山软件 Qingshan Soft", b"\0asm component".to_vec(), &key(1)).unwrap()
+        Package::sign(
+            "hello",
+            "0.1.0",
+            "青山软件 Qingshan Soft",
+            b"\0asm component".to_vec(),
+            &key(1),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -240,7 +271,10 @@ mod tests {
         let decoded = Package::decode(&p.encode()).unwrap();
         assert_eq!(decoded, p);
         decoded.verify(&key(1).verifying_key()).unwrap();
-        assert_eq!(decoded.verify(&key(2).verifying_key()), Err(PackageError::BadSignature));
+        assert_eq!(
+            decoded.verify(&key(2).verifying_key()),
+            Err(PackageError::BadSignature)
+        );
     }
 
     #[test]
@@ -249,31 +283,55 @@ mod tests {
         // Flip the last byte of the component.
         let mut t = bytes.clone();
         *t.last_mut().unwrap() ^= 1;
-        assert_eq!(Package::decode(&t).unwrap().verify(&key(1).verifying_key()), Err(PackageError::ComponentMismatch));
+        assert_eq!(
+            Package::decode(&t).unwrap().verify(&key(1).verifying_key()),
+            Err(PackageError::ComponentMismatch)
+        );
         // Change the version inside the manifest (same length).
         let at = bytes.windows(5).position(|w| w == b"0.1.0").unwrap();
         let mut t = bytes.clone();
         t[at..at + 5].copy_from_slice(b"9.1.0");
-        assert_eq!(Package::decode(&t).unwrap().verify(&key(1).verifying_key()), Err(PackageError::BadSignature));
+        assert_eq!(
+            Package::decode(&t).unwrap().verify(&key(1).verifying_key()),
+            Err(PackageError::BadSignature)
+        );
     }
 
     #[test]
     fn malformed_packages_are_refused() {
         let bytes = package().encode();
         assert_eq!(Package::decode(b"NOTAPKG!xx"), Err(PackageError::BadMagic));
-        assert_eq!(Package::decode(&bytes[..bytes.len() - 1]), Err(PackageError::Truncated("component")));
-        assert_eq!(Package::decode(&bytes[..5]), Err(PackageError::Truncated("magic")));
+        assert_eq!(
+            Package::decode(&bytes[..bytes.len() - 1]),
+            Err(PackageError::Truncated("component"))
+        );
+        assert_eq!(
+            Package::decode(&bytes[..5]),
+            Err(PackageError::Truncated("magic"))
+        );
         let mut extra = bytes.clone();
         extra.push(0);
         assert_eq!(Package::decode(&extra), Err(PackageError::TrailingBytes(1)));
         let mut v2 = bytes.clone();
         v2[8] = 2;
-        assert_eq!(Package::decode(&v2), Err(PackageError::UnsupportedVersion(2)));
+        assert_eq!(
+            Package::decode(&v2),
+            Err(PackageError::UnsupportedVersion(2))
+        );
         let mut huge = bytes[..10].to_vec();
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Package::decode(&huge), Err(PackageError::TooLarge { what: "manifest", .. })));
+        assert!(matches!(
+            Package::decode(&huge),
+            Err(PackageError::TooLarge {
+                what: "manifest",
+                ..
+            })
+        ));
         for (id, version) in [("Bad", "0.1.0"), ("ok", "1.0"), ("", "1.0.0")] {
-            assert!(Package::sign(id, version, "p", vec![], &key(1)).is_err(), "{id} {version}");
+            assert!(
+                Package::sign(id, version, "p", vec![], &key(1)).is_err(),
+                "{id} {version}"
+            );
         }
     }
 }

@@ -40,7 +40,9 @@ async fn call(p: &Platform, path: &str, query: &str) {
     let row = p.installation("dongcun", "bench").await.unwrap();
     let pre = p
         .runtime
-        .prepared(&row.component, || async { unreachable!("installed components are cached") })
+        .prepared(&row.component, || async {
+            unreachable!("installed components are cached")
+        })
         .await
         .unwrap();
     let ctx = call_context(p);
@@ -76,7 +78,10 @@ async fn bench_a(h: &TestHost) {
         .await
         .unwrap();
     for _ in 0..200 {
-        let _ = p.runtime.handle_http(&pre, call_context(p), request("/ping")).await;
+        let _ = p
+            .runtime
+            .handle_http(&pre, call_context(p), request("/ping"))
+            .await;
     }
     let mut times = Vec::with_capacity(5_000);
     for _ in 0..5_000 {
@@ -132,11 +137,22 @@ async fn requests_per_second(base: &str, path: &str) -> f64 {
 }
 
 async fn native_get(State(p): State<Arc<Platform>>) -> Vec<u8> {
-    kv::get(&p.db, &scope(), "bench/key").await.unwrap().unwrap_or_default()
+    kv::get(&p.db, &scope(), "bench/key")
+        .await
+        .unwrap()
+        .unwrap_or_default()
 }
 
 async fn bench_bc(h: &TestHost, backend: Backend) {
-    kv::set(&h.platform.db, &scope(), "bench/key", b"0123456789abcdef", 1_000).await.unwrap();
+    kv::set(
+        &h.platform.db,
+        &scope(),
+        "bench/key",
+        b"0123456789abcdef",
+        1_000,
+    )
+    .await
+    .unwrap();
     // A second server on the same platform with the native route added.
     let app = linli::api::router(h.platform.clone()).merge(
         axum::Router::new()
@@ -166,7 +182,9 @@ async fn bench_d(h: &TestHost, backend: Backend) {
         for i in 0..DATA_OPS {
             let key = format!("bench/{}", i % 100);
             if op == "set" {
-                kv::set(&p.db, &scope(), &key, b"0123456789abcdef", 1_000).await.unwrap();
+                kv::set(&p.db, &scope(), &key, b"0123456789abcdef", 1_000)
+                    .await
+                    .unwrap();
             } else {
                 kv::get(&p.db, &scope(), &key).await.unwrap();
             }
@@ -181,7 +199,10 @@ async fn bench_d(h: &TestHost, backend: Backend) {
 
 #[tokio::main]
 async fn main() {
-    println!("linli benchmarks ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "linli benchmarks ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let h = TestHost::start(backend, |c| c.limits.instances = 64).await;
         h.village("dongcun").await;

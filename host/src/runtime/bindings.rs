@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::linli::plugin::events::Event;
-pub use exports::linli::plugin::http::{Request, Response};
-pub use exports::linli::plugin::lifecycle::Metadata;
-pub use linli::plugin::types::{Error as WitError, Header};
+pub use self::exports::linli::plugin::events::Event;
+pub use self::exports::linli::plugin::http::{Request, Response};
+pub use self::exports::linli::plugin::lifecycle::Metadata;
+pub use self::linli::plugin::types::{Error as WitError, Header};
