@@ -327,7 +327,28 @@ async fn uploads_over_the_component_limit_are_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 413);
+    let (status, body) = json(r).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("component_too_large"))
+    );
+    // A rejected component leaves nothing behind in the data dir.
+    let h2 = TestHost::start(Backend::Sqlite, |_| {}).await;
+    h2.village("dongcun").await;
+    let not_plugin = wat::parse_str("(component)").unwrap();
+    assert!(h2.platform.install("dongcun", &not_plugin).await.is_err());
+    assert_eq!(
+        std::fs::read_dir(h2.dir.path().join("cache"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(h2.dir.path().join("components"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,8 +141,24 @@ pub(super) async fn list_plugins(
 pub(super) async fn install_plugin(
     State(p): State<Arc<Platform>>,
     Path(tenant): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<InstallReport>), ApiError> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "component_too_large"
+        } else {
+            "invalid_request"
+        };
+        ApiError::new(
+            status,
+            code,
+            format!(
+                "上传失败 / upload refused (limits.component_bytes = {}): {e}",
+                p.config.limits.component_bytes
+            ),
+        )
+    })?;
     let report = p.install(&tenant, &body).await?;
     let status = match report.action {
         InstallAction::Installed => StatusCode::CREATED,

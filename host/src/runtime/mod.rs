@@ -257,8 +257,9 @@ impl Runtime {
             });
         }
         let hash = Self::content_hash(bytes);
+        // Nothing is written to the data dir until the component passes every check.
         let component = self
-            .compile_cached(&hash, bytes)
+            .compile(&hash, bytes, false)
             .await
             .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
         let ty = component.component_type();
@@ -273,6 +274,8 @@ impl Runtime {
         let pre = self
             .pre(&hash, &component)
             .map_err(|e| ComponentError::Invalid(format!("{e:#}")))?;
+        self.persist(&hash, bytes, &component)
+            .map_err(|e| ComponentError::Call(CallError::Host(e)))?;
         Ok((hash, pre))
     }
 
@@ -298,7 +301,7 @@ impl Runtime {
             Self::content_hash(&bytes) == hash,
             "component bytes do not match their hash {hash}"
         );
-        let component = self.compile_cached(hash, &bytes).await?;
+        let component = self.compile(hash, &bytes, true).await?;
         self.pre(hash, &component)
     }
 
@@ -327,16 +330,20 @@ impl Runtime {
         self.data_dir.read(format!("components/{hash}.wasm")).ok()
     }
 
-    /// Compile `bytes`, or load the artifact compiled for this engine earlier. Also keeps a
-    /// copy of the component in `components/`. All file access goes through the data-dir
-    /// handle; file names are built from hex digests only.
-    async fn compile_cached(&self, hash: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+    fn artifact_path(&self, hash: &str) -> String {
         debug_assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
-        let artifact = format!("cache/{hash}-{}.cwasm", self.compat);
+        format!("cache/{hash}-{}.cwasm", self.compat)
+    }
+
+    /// Compile `bytes`, or load the artifact compiled for this engine earlier; with `persist`,
+    /// cache a fresh compilation on disk. All file access goes through the data-dir handle;
+    /// file names are built from hex digests only.
+    async fn compile(&self, hash: &str, bytes: &[u8], persist: bool) -> anyhow::Result<Component> {
+        let artifact = self.artifact_path(hash);
         if let Ok(serialized) = self.data_dir.read(&artifact) {
-            // SAFETY: artifacts in the data dir's cache/ are written only by this function,
-            // from `Component::serialize` of an engine with the same compatibility hash (part
-            // of the file name). The data dir is trusted like the database.
+            // SAFETY: artifacts in the data dir's cache/ are written only by `persist`, from
+            // `Component::serialize` of an engine with the same compatibility hash (part of
+            // the file name). The data dir is trusted like the database.
             #[allow(unsafe_code)]
             let loaded = unsafe { Component::deserialize(&self.engine, &serialized) };
             match loaded {
@@ -351,14 +358,24 @@ impl Runtime {
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &owned))
             .await
             .context("compiler task")??;
-        let serialized = component.serialize()?;
-        write_atomically(&self.data_dir, &artifact, &serialized)?;
+        tracing::info!(%hash, bytes = bytes.len(), "compiled component");
+        if persist {
+            self.persist(hash, bytes, &component)?;
+        }
+        Ok(component)
+    }
+
+    /// Keep the compiled artifact and a copy of the component in the data dir.
+    fn persist(&self, hash: &str, bytes: &[u8], component: &Component) -> anyhow::Result<()> {
+        let artifact = self.artifact_path(hash);
+        if self.data_dir.metadata(&artifact).is_err() {
+            write_atomically(&self.data_dir, &artifact, &component.serialize()?)?;
+        }
         let copy = format!("components/{hash}.wasm");
         if self.data_dir.metadata(&copy).is_err() {
             write_atomically(&self.data_dir, &copy, bytes)?;
         }
-        tracing::info!(%hash, bytes = bytes.len(), "compiled component");
-        Ok(component)
+        Ok(())
     }
 
     /// Call the request handler on a fresh instance.

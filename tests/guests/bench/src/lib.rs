@@ -6,7 +6,11 @@ struct Bench;
 
 impl Plugin for Bench {
     fn metadata() -> Metadata {
-        Metadata::new("bench", "0.1.0", "基准测试", "Benchmark").require("data", "基准测试", "benchmarking")
+        Metadata::new("bench", "0.1.0", "基准测试", "Benchmark").require(
+            "data",
+            "基准测试",
+            "benchmarking",
+        )
     }
 
     fn handle(request: Request) -> Response {
@@ -21,7 +25,10 @@ impl Plugin for Bench {
                 Err(e) => Response::error(&e),
             },
             "/loop" => {
-                let n: usize = request.query_param("n").and_then(|v| v.parse().ok()).unwrap_or(100);
+                let n: usize = request
+                    .query_param("n")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(100);
                 let set = request.query_param("op").as_deref() == Some("set");
                 let run = || -> Result<(), Error> {
                     for i in 0..n {
