@@ -174,15 +174,10 @@ fn serve_seeds_the_demo_county_and_data_survives_a_restart() {
     assert!(!log.contains("seeded the demo county"));
 }
 
-#[test]
-fn tenant_and_plugin_commands() {
-    let data = tempfile::tempdir().unwrap();
-    let d = data.path();
-    ok(linli(
-        d,
+/// Create qingshan > dongxi > dongcun with the CLI.
+fn create_tree(run: impl Fn(&[&str]) -> Output) {
+    let tree: [&[&str]; 3] = [
         &[
-            "tenant",
-            "create",
             "qingshan",
             "--kind",
             "county",
@@ -191,12 +186,7 @@ fn tenant_and_plugin_commands() {
             "--name-en",
             "Qingshan County",
         ],
-    ));
-    ok(linli(
-        d,
         &[
-            "tenant",
-            "create",
             "dongxi",
             "--kind",
             "township",
@@ -207,12 +197,7 @@ fn tenant_and_plugin_commands() {
             "--name-en",
             "Dongxi",
         ],
-    ));
-    ok(linli(
-        d,
         &[
-            "tenant",
-            "create",
             "dongcun",
             "--kind",
             "village",
@@ -223,7 +208,19 @@ fn tenant_and_plugin_commands() {
             "--name-en",
             "Dong",
         ],
-    ));
+    ];
+    for args in tree {
+        let mut all = vec!["tenant", "create"];
+        all.extend_from_slice(args);
+        ok(run(&all));
+    }
+}
+
+#[test]
+fn tenant_and_plugin_commands() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    create_tree(|args| linli(d, args));
     let list = ok(linli(d, &["tenant", "list"]));
     assert!(list.contains("dongcun") && list.contains("东村"), "{list}");
 
@@ -369,43 +366,7 @@ async fn cli_on_postgres() {
         all.extend(["--database-url", url.as_str()]);
         linli(d, &all)
     };
-    ok(with_db(&[
-        "tenant",
-        "create",
-        "qingshan",
-        "--kind",
-        "county",
-        "--name-zh",
-        "青山县",
-        "--name-en",
-        "Qingshan",
-    ]));
-    ok(with_db(&[
-        "tenant",
-        "create",
-        "dongxi",
-        "--kind",
-        "township",
-        "--parent",
-        "qingshan",
-        "--name-zh",
-        "东溪镇",
-        "--name-en",
-        "Dongxi",
-    ]));
-    ok(with_db(&[
-        "tenant",
-        "create",
-        "dongcun",
-        "--kind",
-        "village",
-        "--parent",
-        "dongxi",
-        "--name-zh",
-        "东村",
-        "--name-en",
-        "Dong",
-    ]));
+    create_tree(with_db);
     ok(with_db(&[
         "plugin", "install", HELLO, "--tenant", "dongcun",
     ]));

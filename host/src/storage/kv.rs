@@ -49,12 +49,20 @@ pub struct Page {
 type Tx = Transaction<'static, Any>;
 
 pub async fn get(db: &Db, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>> {
+    fetch_value(db.pool(), scope, key).await
+}
+
+/// The value at `key`, read through any executor (the pool, or a transaction).
+async fn fetch_value<'e, E>(executor: E, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
     let row =
         sqlx::query("SELECT value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
             .bind(&scope.tenant)
             .bind(&scope.plugin)
             .bind(key)
-            .fetch_optional(db.pool())
+            .fetch_optional(executor)
             .await?;
     Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
 }
@@ -248,14 +256,7 @@ pub async fn purge(db: &Db, scope: &Scope) -> Result<u64> {
 }
 
 async fn tx_get(tx: &mut Tx, scope: &Scope, key: &str) -> Result<Option<Vec<u8>>> {
-    let row =
-        sqlx::query("SELECT value FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key = $3")
-            .bind(&scope.tenant)
-            .bind(&scope.plugin)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(row.map(|r| r.try_get::<Vec<u8>, _>(0)).transpose()?)
+    fetch_value(&mut **tx, scope, key).await
 }
 
 async fn tx_put(tx: &mut Tx, scope: &Scope, key: &str, value: &[u8], max_keys: u64) -> Result<()> {
