@@ -203,12 +203,17 @@ async fn main() {
         "linli benchmarks ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    // BENCH_ONLY=a runs just (a), for quick iterations on instantiation cost.
+    let only_a = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "a");
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let h = TestHost::start(backend, |c| c.limits.instances = 64).await;
         h.village("dongcun").await;
         h.install("dongcun", BENCH).await;
         if backend == Backend::Sqlite {
             bench_a(&h).await;
+        }
+        if only_a {
+            return;
         }
         bench_bc(&h, backend).await;
         bench_d(&h, backend).await;

@@ -182,7 +182,13 @@ impl Runtime {
             .max_tables_per_component(16)
             .max_memory_size(usize::try_from(limits.memory_bytes)?)
             .table_elements(limits.table_elements as usize)
-            .max_unused_warm_slots(limits.instances.min(100));
+            .max_unused_warm_slots(limits.instances.min(100))
+            // Reset the first pages of a reused slot with memset instead of giving them back
+            // to the kernel: a fresh instance per call otherwise pays page faults and TLB
+            // shootdowns for them on every call (measured: (a) ~53 µs → ~30 µs).
+            .async_stack_keep_resident(128 << 10)
+            .table_keep_resident(64 << 10)
+            .linear_memory_keep_resident(64 << 10);
         let mut config = Config::new();
         config
             .wasm_component_model(true)
