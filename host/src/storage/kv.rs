@@ -227,15 +227,23 @@ pub async fn batch(
 
 /// Number of keys a scope holds.
 pub async fn key_count(db: &Db, scope: &Scope) -> Result<u64> {
+    fetch_key_count(db.pool(), scope).await
+}
+
+async fn fetch_key_count<'e, E>(executor: E, scope: &Scope) -> Result<u64>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
     let row = sqlx::query("SELECT keys FROM kv_usage WHERE tenant_id = $1 AND plugin_id = $2")
         .bind(&scope.tenant)
         .bind(&scope.plugin)
-        .fetch_optional(db.pool())
+        .fetch_optional(executor)
         .await?;
     Ok(row
         .map(|r| r.try_get::<i64, _>(0))
         .transpose()?
-        .unwrap_or(0) as u64)
+        .unwrap_or(0)
+        .max(0) as u64)
 }
 
 /// Remove every key of a scope (used when a plugin is uninstalled with its data).
@@ -272,15 +280,7 @@ async fn tx_put(tx: &mut Tx, scope: &Scope, key: &str, value: &[u8], max_keys: u
     if updated.rows_affected() > 0 {
         return Ok(());
     }
-    let usage = sqlx::query("SELECT keys FROM kv_usage WHERE tenant_id = $1 AND plugin_id = $2")
-        .bind(&scope.tenant)
-        .bind(&scope.plugin)
-        .fetch_optional(&mut **tx)
-        .await?
-        .map(|r| r.try_get::<i64, _>(0))
-        .transpose()?
-        .unwrap_or(0);
-    if usage as u64 >= max_keys {
+    if fetch_key_count(&mut **tx, scope).await? >= max_keys {
         return Err(StorageError::Quota(format!(
             "keys_per_scope = {max_keys}: 此插件在本租户的数据键已达上限 / this plugin holds the maximum number of keys at this tenant"
         )));
