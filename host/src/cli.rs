@@ -52,6 +52,25 @@ enum Command {
     /// Manage installed plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Read and check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain: exits 1 and names the first broken record if any record was
+    /// edited or deleted.
+    Verify,
+    /// Print records, oldest first, as JSON lines.
+    List {
+        /// Records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +225,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     t.name_zh,
                     t.name_en
                 );
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify) => match platform.verify_audit().await? {
+            crate::storage::audit::Verdict::Intact { records } => {
+                println!("审计日志完整 / audit log intact: {records} records");
+                Ok(())
+            }
+            crate::storage::audit::Verdict::Broken { seq, reason } => {
+                anyhow::bail!("审计日志被篡改 / audit log broken at record {seq}: {reason}")
+            }
+        },
+        Command::Audit(AuditCommand::List { after, limit }) => {
+            for r in platform.audit_records(after, limit).await? {
+                println!("{}", serde_json::to_string(&r)?);
             }
             Ok(())
         }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, PluginLabels};
 use crate::runtime::bindings::{Request, Response};
 use crate::runtime::{CallContext, CallError, ComponentError, PluginMetadata, Runtime};
+use crate::storage::audit;
 use crate::storage::installs::{self, InstallRow, Status};
 use crate::storage::kv::{self, Scope};
 use crate::storage::tenants::{self, Tenant, TenantKind};
@@ -26,6 +27,11 @@ use crate::storage::{Db, StorageError, now_ms};
 /// How long a replica trusts its cached view of an installation before re-reading it, so an
 /// install, suspension or uninstall made through another replica takes effect within this.
 const INSTALL_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// The audit actor of admin actions (API bearer token or local CLI).
+const ADMIN: &str = "admin";
+/// The audit actor of the host's own actions (demo seed, automatic suspension).
+const SYSTEM: &str = "system";
 
 /// Why a platform operation failed; the API maps each to a status and a stable code.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +194,7 @@ impl Platform {
 
     // ---- tenants -------------------------------------------------------------------------
 
+    /// Create a tenant (audited as an admin action).
     pub async fn create_tenant(
         &self,
         id: &str,
@@ -196,12 +203,55 @@ impl Platform {
         name_zh: &str,
         name_en: &str,
     ) -> Result<Tenant, PlatformError> {
-        tenants::create(&self.db, id, parent, kind, name_zh, name_en)
+        self.create_tenant_as(ADMIN, id, parent, kind, name_zh, name_en)
+            .await
+    }
+
+    async fn create_tenant_as(
+        &self,
+        actor: &str,
+        id: &str,
+        parent: Option<&str>,
+        kind: TenantKind,
+        name_zh: &str,
+        name_en: &str,
+    ) -> Result<Tenant, PlatformError> {
+        let tenant = tenants::create(&self.db, id, parent, kind, name_zh, name_en)
             .await
             .map_err(|e| match e {
                 StorageError::NotFound(m) => PlatformError::TenantNotFound(m),
                 other => other.into(),
-            })
+            })?;
+        self.audit(audit::Event {
+            actor,
+            tenant: Some(id),
+            action: "tenant.create",
+            outcome: "ok",
+            detail: serde_json::json!({ "parent": parent, "kind": kind, "name_zh": name_zh, "name_en": name_en }),
+            ..audit::Event::default()
+        })
+        .await?;
+        Ok(tenant)
+    }
+
+    /// Append to the audit log.
+    async fn audit(&self, event: audit::Event<'_>) -> Result<(), PlatformError> {
+        audit::append(&self.db, &event).await?;
+        Ok(())
+    }
+
+    /// Audit records after `after_seq`, oldest first.
+    pub async fn audit_records(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<audit::Record>, PlatformError> {
+        Ok(audit::list(&self.db, after_seq, limit.clamp(1, 1_000)).await?)
+    }
+
+    /// Check the audit chain.
+    pub async fn verify_audit(&self) -> Result<audit::Verdict, PlatformError> {
+        Ok(audit::verify(&self.db).await?)
     }
 
     pub async fn tenants(&self) -> Result<Vec<Tenant>, PlatformError> {
@@ -222,6 +272,15 @@ impl Platform {
     /// hook must succeed before the installation changes.
     pub async fn install(
         &self,
+        tenant: &str,
+        bytes: &[u8],
+    ) -> Result<InstallReport, PlatformError> {
+        self.install_as(ADMIN, tenant, bytes).await
+    }
+
+    async fn install_as(
+        &self,
+        actor: &str,
         tenant: &str,
         bytes: &[u8],
     ) -> Result<InstallReport, PlatformError> {
@@ -284,6 +343,26 @@ impl Platform {
         };
         installs::upsert(&self.db, &row).await?;
         self.forget(tenant, &plugin);
+        self.audit(audit::Event {
+            actor,
+            plugin: Some(&plugin),
+            tenant: Some(tenant),
+            action: if previous.is_some() {
+                "plugin.upgrade"
+            } else {
+                "plugin.install"
+            },
+            outcome: "ok",
+            detail: serde_json::json!({
+                "version": row.version,
+                "previous_version": previous,
+                "component": row.component_hash,
+                "required": metadata.required.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                "optional": metadata.optional.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            }),
+            ..audit::Event::default()
+        })
+        .await?;
         tracing::info!(%tenant, %plugin, version = %row.version, ?previous, "plugin installed");
         Ok(InstallReport {
             action: if previous.is_some() {
@@ -343,6 +422,20 @@ impl Platform {
             other => other?,
         }
         self.forget(tenant, plugin);
+        self.audit(audit::Event {
+            actor: ADMIN,
+            plugin: Some(plugin),
+            tenant: Some(tenant),
+            action: if status == Status::Active {
+                "plugin.resume"
+            } else {
+                "plugin.suspend"
+            },
+            outcome: "ok",
+            detail: serde_json::json!({ "reason": reason }),
+            ..audit::Event::default()
+        })
+        .await?;
         if status == Status::Active {
             self.traps
                 .lock()
@@ -377,6 +470,16 @@ impl Platform {
         } else {
             0
         };
+        self.audit(audit::Event {
+            actor: ADMIN,
+            plugin: Some(plugin),
+            tenant: Some(tenant),
+            action: "plugin.uninstall",
+            outcome: "ok",
+            detail: serde_json::json!({ "purge_data": purge_data, "purged_keys": purged }),
+            ..audit::Event::default()
+        })
+        .await?;
         tracing::info!(%tenant, %plugin, purge_data, purged, "plugin uninstalled");
         Ok(purged)
     }
@@ -509,6 +612,18 @@ impl Platform {
                 Ok(()) => {
                     self.metrics.suspended(labels);
                     tracing::warn!(%tenant, %plugin, %reason, "plugin suspended");
+                    let event = audit::Event {
+                        actor: SYSTEM,
+                        plugin: Some(plugin),
+                        tenant: Some(tenant),
+                        action: "plugin.suspend",
+                        outcome: "ok",
+                        detail: serde_json::json!({ "reason": reason }),
+                        ..audit::Event::default()
+                    };
+                    if let Err(e) = self.audit(event).await {
+                        tracing::error!(%tenant, %plugin, error = %e, "could not audit the suspension");
+                    }
                 }
                 Err(e) => tracing::error!(%tenant, %plugin, error = %e, "could not suspend plugin"),
             }
@@ -563,7 +678,8 @@ impl Platform {
             ),
         ];
         for (id, parent, kind, zh, en) in tree {
-            self.create_tenant(id, parent, kind, zh, en).await?;
+            self.create_tenant_as(SYSTEM, id, parent, kind, zh, en)
+                .await?;
         }
         tracing::info!("seeded the demo county: qingshan > dongxi > dongcun, xicun");
         if let Some(dir) = &self.config.demo_plugins_dir {
@@ -571,7 +687,7 @@ impl Platform {
                 let bytes =
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 for village in ["dongcun", "xicun"] {
-                    match self.install(village, &bytes).await {
+                    match self.install_as(SYSTEM, village, &bytes).await {
                         Ok(r) => tracing::info!(
                             village,
                             plugin = %r.installation.plugin,

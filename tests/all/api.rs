@@ -36,6 +36,7 @@ async fn openapi_describes_every_route() {
         "/api/v1/tenants/{tenant}/plugins/{plugin}",
         "/api/v1/tenants/{tenant}/plugins/{plugin}/suspend",
         "/api/v1/tenants/{tenant}/plugins/{plugin}/resume",
+        "/api/v1/audit",
         "/t/{tenant}/p/{plugin}/{path}",
     ] {
         assert!(

@@ -300,6 +300,21 @@ fn tenant_and_plugin_commands() {
         ],
     ));
     assert!(ok(linli(d, &["plugin", "list"])).contains("no plugins installed"));
+    // The audit log recorded it all and verifies; an edit in the database is caught.
+    let verified = ok(linli(d, &["audit", "verify"]));
+    assert!(verified.contains("intact"), "{verified}");
+    let lines = ok(linli(d, &["audit", "list"]));
+    assert!(lines.contains("\"action\":\"plugin.uninstall\""), "{lines}");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = linli::storage::Db::connect(None, d).await.unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+            .execute(db.pool())
+            .await
+            .unwrap();
+    });
+    let out = linli(d, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("record 2"));
 }
 
 #[test]

@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::ApiError;
 use super::error::ErrorBody;
 use crate::platform::{InstallAction, InstallReport, Installation, Platform};
+use crate::storage::audit::Record as AuditRecord;
 use crate::storage::installs::Status;
 use crate::storage::tenants::{Tenant, TenantKind};
 
@@ -261,4 +262,31 @@ pub(super) async fn resume_plugin(
     Ok(Json(
         p.set_status(&tenant, &plugin, Status::Active, None).await?,
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Records after this sequence number (default 0: from the start).
+    #[serde(default)]
+    after: i64,
+    /// At most this many (1–1000, default 100).
+    #[serde(default = "default_audit_limit")]
+    limit: u32,
+}
+
+fn default_audit_limit() -> u32 {
+    100
+}
+
+/// The audit log, oldest first: who did what, to which tenant and plugin, with what outcome.
+/// Each record carries the previous record's hash.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("admin_token" = [])),
+    params(AuditQuery),
+    responses((status = 200, body = Vec<AuditRecord>), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_audit(
+    State(p): State<Arc<Platform>>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditRecord>>, ApiError> {
+    Ok(Json(p.audit_records(q.after, q.limit).await?))
 }

@@ -41,6 +41,7 @@ pub struct RequestId(pub String);
         (name = "gateway", description = "Requests handed to plugins"),
         (name = "tenants", description = "The tenant tree"),
         (name = "plugins", description = "Plugins installed at tenants"),
+        (name = "audit", description = "The hash-chained audit log"),
     )
 )]
 struct ApiDoc;
@@ -87,6 +88,7 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
         .routes(routes!(admin::get_plugin, admin::uninstall_plugin))
         .routes(routes!(admin::suspend_plugin))
         .routes(routes!(admin::resume_plugin))
+        .routes(routes!(admin::list_audit))
         .layer(admin::body_limit(&platform))
         .route_layer(middleware::from_fn_with_state(
             platform,

@@ -6,6 +6,7 @@
 //! backend needs (`BEGIN IMMEDIATE` on SQLite, `SERIALIZABLE` on Postgres) and retries on
 //! serialization conflicts, so callers can read-modify-write without lost updates.
 
+pub mod audit;
 pub mod installs;
 pub mod kv;
 pub mod tenants;
