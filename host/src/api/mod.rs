@@ -102,11 +102,6 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
         .split_for_parts()
 }
 
-/// The OpenAPI document (what `/api/v1/openapi.json` serves).
-pub fn openapi(platform: Arc<Platform>) -> utoipa::openapi::OpenApi {
-    with_self_path(api_parts(platform).1)
-}
-
 /// Add the document's own route to it.
 fn with_self_path(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc.paths.paths.insert(

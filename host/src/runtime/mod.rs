@@ -240,10 +240,6 @@ impl Runtime {
         })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The sha256 (hex) that names a component.
     pub fn content_hash(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
@@ -309,11 +305,6 @@ impl Runtime {
         );
         let component = self.compile(hash, &bytes, true).await?;
         self.pre(hash, &component)
-    }
-
-    /// Forget a prepared component (e.g. after an uninstall).
-    pub fn evict(&self, hash: &str) {
-        self.prepared.lock().expect("prepared lock").remove(hash);
     }
 
     fn pre(&self, hash: &str, component: &Component) -> anyhow::Result<PluginPre<HostState>> {

@@ -108,10 +108,6 @@ impl Db {
         })
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
