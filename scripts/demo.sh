@@ -20,9 +20,12 @@ fi
 listen="${LINLI_LISTEN:-127.0.0.1:8080}"
 cat <<MSG
 ==> linli demo on http://$listen  (data in $LINLI_DATA_DIR; delete it to start over)
+    open http://$listen in a browser: sign in as 13800000001 / linli-demo-2026 and vote (协商议事)
+    admin token: $LINLI_ADMIN_TOKEN  (in $LINLI_DATA_DIR/admin-token)
     curl http://$listen/t/dongcun/p/hello/                      # visit counter
-    curl -X POST http://$listen/t/dongcun/p/hello/guestbook -d '{"name":"张三","message":"你好"}'
-    curl http://$listen/t/dongcun/p/hello/guestbook
     curl -H "Authorization: Bearer $LINLI_ADMIN_TOKEN" http://$listen/api/v1/plugins
+    sign in: curl http://$listen/api/v1/auth/password -H 'content-type: application/json' \\
+               -d '{"phone":"13800000001","password":"linli-demo-2026"}'
+    (the demo accounts follow once the server is up; README.md walks through grants and audit)
 MSG
 exec cargo run -p linli -- serve --listen "$listen" --demo-plugins target/wasm32-wasip2/release "$@"

@@ -1,5 +1,5 @@
 //! Builds the guest programs the integration tests run (like wasmtime's test-programs):
-//! `examples/hello` and the plugins in `tests/guests/`, for `wasm32-wasip2`, in their own
+//! `examples/hello`, the first-party plugins in `plugins/` and the plugins in `tests/guests/`, for `wasm32-wasip2`, in their own
 //! target directory so the outer cargo's lock is never contended. Their paths reach the
 //! tests as `env!("GUEST_WASM_<NAME>")`.
 
@@ -14,8 +14,24 @@ fn main() {
 
     build(&cargo, &root.join("tests/guests/Cargo.toml"), &target);
     build(&cargo, &root.join("examples/hello/Cargo.toml"), &target);
+    for plugin in ["consultation", "elderly-care", "parking"] {
+        build(
+            &cargo,
+            &root.join(format!("plugins/{plugin}/Cargo.toml")),
+            &target,
+        );
+    }
 
-    for name in ["bench", "hostile", "spy", "hello"] {
+    for name in [
+        "bench",
+        "hostile",
+        "spy",
+        "hello",
+        "hello_next",
+        "consultation",
+        "elderly_care",
+        "parking",
+    ] {
         let wasm = target
             .join("wasm32-wasip2/release")
             .join(format!("{name}.wasm"));
@@ -30,7 +46,7 @@ fn main() {
             wasm.display()
         );
     }
-    for dir in ["tests/guests", "examples/hello", "sdk", "wit"] {
+    for dir in ["tests/guests", "examples/hello", "plugins", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 }

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 
 use linli::config::Config;
-use linli::platform::Platform;
+use linli::identity::Principal;
+use linli::platform::{GrantChoice, Platform};
 use linli::storage::tenants::TenantKind;
 use tokio::sync::oneshot;
+
+pub mod voting;
 
 /// `examples/hello`, built for wasm32-wasip2.
 pub const HELLO: &str = env!("GUEST_WASM_HELLO");
@@ -17,6 +20,17 @@ pub const HOSTILE: &str = env!("GUEST_WASM_HOSTILE");
 pub const BENCH: &str = env!("GUEST_WASM_BENCH");
 /// `tests/guests/spy`: tries to read other plugins' data.
 pub const SPY: &str = env!("GUEST_WASM_SPY");
+/// `tests/guests/hello-next`: hello 9.0.0, asking for more than `examples/hello`.
+pub const HELLO_NEXT: &str = env!("GUEST_WASM_HELLO_NEXT");
+/// `plugins/consultation`: consultation and voting.
+pub const CONSULTATION: &str = env!("GUEST_WASM_CONSULTATION");
+/// `plugins/elderly-care`: the roster of elders and emergency alarms.
+pub const ELDERLY_CARE: &str = env!("GUEST_WASM_ELDERLY_CARE");
+/// `plugins/parking`: plates, gates, passes, lists, fees, spaces and reports.
+pub const PARKING: &str = env!("GUEST_WASM_PARKING");
+
+/// The bootstrap admin, as the platform API takes it.
+pub const ROOT: Principal = Principal::Root;
 
 /// The admin token every test host is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -85,6 +99,11 @@ macro_rules! on_both_backends {
     };
 }
 
+/// The MQTT broker the tests use: `LINLI_TEST_MQTT_URL`, default the local Mosquitto.
+pub fn mqtt_url() -> String {
+    std::env::var("LINLI_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
+
 /// A config for a test host of `backend` with its data dir in `dir`.
 pub async fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
     Config {
@@ -96,6 +115,12 @@ pub async fn test_config(backend: Backend, dir: &std::path::Path) -> Config {
         admin_token: Some(ADMIN_TOKEN.into()),
         seed_demo: false,
         listen: "127.0.0.1:0".parse().expect("literal"),
+        // Only the channel tests send SMS (the default logs emergencies as SMS); elsewhere
+        // each notification is one outbox entry, which the tests count.
+        messaging: linli::config::MessagingConfig {
+            sms_min_urgency: "off".into(),
+            ..Default::default()
+        },
         ..Config::default()
     }
 }
@@ -163,6 +188,7 @@ impl TestHost {
         let p = &self.platform;
         let _ = p
             .create_tenant(
+                &ROOT,
                 "qingshan",
                 None,
                 TenantKind::County,
@@ -172,6 +198,7 @@ impl TestHost {
             .await;
         let _ = p
             .create_tenant(
+                &ROOT,
                 "dongxi",
                 Some("qingshan"),
                 TenantKind::Township,
@@ -180,6 +207,7 @@ impl TestHost {
             )
             .await;
         p.create_tenant(
+            &ROOT,
             village,
             Some("dongxi"),
             TenantKind::Village,
@@ -190,11 +218,12 @@ impl TestHost {
         .expect("create village");
     }
 
-    /// Install the component at `path` at `tenant` through the platform.
+    /// Install the component at `path` at `tenant` through the platform, granting everything
+    /// it asks for.
     pub async fn install(&self, tenant: &str, path: &str) {
         let bytes = std::fs::read(path).expect("read guest");
         self.platform
-            .install(tenant, &bytes)
+            .install(&ROOT, tenant, &bytes, &GrantChoice::all())
             .await
             .expect("install");
     }

@@ -32,6 +32,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Sandbox and quota limits.
     pub limits: Limits,
+    /// Sign-in, sessions and lockout.
+    pub auth: AuthConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// Devices: the MQTT broker link and per-device limits.
+    pub devices: DevicesConfig,
+    /// Channels notifications take besides the shell's inbox.
+    pub messaging: MessagingConfig,
 }
 
 impl Default for Config {
@@ -45,6 +53,198 @@ impl Default for Config {
             demo_plugins_dir: None,
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
+            devices: DevicesConfig::default(),
+            messaging: MessagingConfig::default(),
+        }
+    }
+}
+
+/// Channels beyond the inbox, each taken by notifications at or above its urgency
+/// (`normal`, `high`, `emergency`, or `off`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    /// SMS gateway: notifications are POSTed as `{"phones": […], "text": …}`. Unset: the
+    /// SMS channel writes what it would send to the host log (phones masked).
+    pub sms_url: Option<String>,
+    pub sms_token: Option<String>,
+    pub sms_min_urgency: String,
+    /// A webhook (a county's command centre, a duty phone system): each notification is
+    /// POSTed as JSON with a GB/T 35965-style `alert` block. Unset: no webhook.
+    pub webhook_url: Option<String>,
+    pub webhook_token: Option<String>,
+    pub webhook_min_urgency: String,
+    /// The village loudspeakers (devices of kind `loudspeaker` in the place): the
+    /// notification is read out (`play`).
+    pub loudspeaker_min_urgency: String,
+}
+
+impl Default for MessagingConfig {
+    fn default() -> Self {
+        MessagingConfig {
+            sms_url: None,
+            sms_token: None,
+            sms_min_urgency: "emergency".into(),
+            webhook_url: None,
+            webhook_token: None,
+            webhook_min_urgency: "high".into(),
+            loudspeaker_min_urgency: "emergency".into(),
+        }
+    }
+}
+
+/// Sign-in, sessions, lockout and the SMS sender.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a session token is valid, in seconds (rotate it to extend).
+    pub session_ttl_secs: u64,
+    /// Failed sign-ins in a row (password, code or TOTP) after which an account locks.
+    pub max_failures: u32,
+    /// How long a locked account stays locked, in seconds.
+    pub lockout_secs: u64,
+    /// How long a phone sign-in code is valid, in seconds.
+    pub code_ttl_secs: u64,
+    /// Least time between two codes to one phone, in seconds.
+    pub code_resend_secs: u64,
+    /// Most codes sent to one phone per hour.
+    pub codes_per_hour: u32,
+    /// Wrong tries one code survives.
+    pub code_attempts: u32,
+    /// Longest assisted-mode (帮办代办) session, in minutes.
+    pub assist_max_minutes: u32,
+    /// Where sign-in codes go.
+    pub sms: SmsConfig,
+    /// Sign-in through a province's unified identity (统一身份认证) over OpenID Connect.
+    /// Designed here; not yet served by this host (see ARCHITECTURE.md).
+    pub oidc: Option<OidcConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_secs: 12 * 3600,
+            max_failures: 5,
+            lockout_secs: 15 * 60,
+            code_ttl_secs: 5 * 60,
+            code_resend_secs: 60,
+            codes_per_hour: 10,
+            code_attempts: 5,
+            assist_max_minutes: 240,
+            sms: SmsConfig::Log,
+            oidc: None,
+        }
+    }
+}
+
+/// The SMS sender for sign-in codes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SmsConfig {
+    /// Development: write each code to the host log (phone masked).
+    Log,
+    /// POST `{"phone", "code", "template"}` as JSON to an SMS gateway.
+    Http {
+        url: String,
+        /// Sent as `Authorization: Bearer <token>`.
+        #[serde(default)]
+        token: Option<String>,
+        /// The gateway's template id for sign-in codes.
+        #[serde(default)]
+        template: Option<String>,
+    },
+}
+
+/// OpenID Connect login against a provincial unified identity platform.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL; discovery at `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// This host's callback, e.g. `https://linli.example/api/v1/auth/oidc/callback`.
+    pub redirect_url: String,
+    /// The ID-token claim holding the resident ID number that links to a linli person.
+    #[serde(default = "default_oidc_id_claim")]
+    pub id_number_claim: String,
+    /// The claim holding the phone number (fallback link).
+    #[serde(default = "default_oidc_phone_claim")]
+    pub phone_claim: String,
+}
+
+fn default_oidc_id_claim() -> String {
+    "id_number".into()
+}
+
+fn default_oidc_phone_claim() -> String {
+    "phone_number".into()
+}
+
+/// The audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Records older than this many days are pruned (at least 180; MLPS level 3 asks for six
+    /// months).
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 180,
+        }
+    }
+}
+
+/// Devices: where their messages come from, and how many each may send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// The MQTT broker devices talk to, `mqtt://host:port`. Unset: no broker link; devices
+    /// reach the host over HTTP (`POST /api/v1/device-messages`) and `linli device simulate`
+    /// injects messages straight into the database-backed pipeline.
+    pub mqtt_url: Option<String>,
+    /// Broker user name and password of the host (devices have their own).
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<String>,
+    /// The host's MQTT client id. Keep it stable: the broker keeps the host's session (QoS 1
+    /// messages queued while it was away) under this id. Replicas need distinct ids; they
+    /// share the subscription (`$share/linli/…`), so each message reaches one replica.
+    pub mqtt_client_id: String,
+    /// The first topic level: devices publish on `<prefix>/<tenant>/<device>/up`.
+    pub topic_prefix: String,
+    /// With several replicas: subscribe as `$share/<group>/…` so each message reaches one
+    /// of them. Unset (one host): a plain subscription, which brokers keep across restarts.
+    pub mqtt_shared_group: Option<String>,
+    /// Messages per second one device may send (sustained); the excess is dropped and counted.
+    pub messages_per_second: u32,
+    /// Messages one device may send in a burst above the sustained rate.
+    pub burst: u32,
+    /// Largest message payload, in bytes.
+    pub payload_bytes: usize,
+    /// The bearer token a broker's HTTP auth hook sends to `/api/v1/broker/auth` and
+    /// `/api/v1/broker/acl` (devices sign in to the broker with their id and secret). Unset:
+    /// the hook answers 404.
+    pub broker_hook_token: Option<String>,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            mqtt_url: None,
+            mqtt_username: None,
+            mqtt_password: None,
+            mqtt_client_id: "linli-host".into(),
+            topic_prefix: "linli".into(),
+            mqtt_shared_group: None,
+            messages_per_second: 5,
+            burst: 20,
+            payload_bytes: 4096,
+            broker_hook_token: None,
         }
     }
 }
@@ -194,6 +394,112 @@ impl Config {
             return Err(ConfigError(format!(
                 "database_url 须为 postgres:// 或 sqlite: / database_url must be postgres://… or sqlite:…, got {url:?}"
             )));
+        }
+        if self.audit.retention_days < 180 {
+            return Err(ConfigError(format!(
+                "audit.retention_days 不得少于 180 天 / audit.retention_days must be at least 180, got {}",
+                self.audit.retention_days
+            )));
+        }
+        let a = &self.auth;
+        if a.oidc.is_some() {
+            // Refuse rather than silently ignore a sign-in path the operator expects to work.
+            return Err(ConfigError(
+                "auth.oidc：统一身份认证登录已设计但尚未实现，请删除该配置 / auth.oidc: unified-identity (OIDC) sign-in is designed but not built yet; remove [auth.oidc]".into(),
+            ));
+        }
+        for (name, value) in [
+            ("auth.session_ttl_secs", a.session_ttl_secs),
+            ("auth.max_failures", u64::from(a.max_failures)),
+            ("auth.code_ttl_secs", a.code_ttl_secs),
+            ("auth.code_attempts", u64::from(a.code_attempts)),
+            ("auth.codes_per_hour", u64::from(a.codes_per_hour)),
+            ("auth.assist_max_minutes", u64::from(a.assist_max_minutes)),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{name} 必须大于 0 / {name} must be > 0"
+                )));
+            }
+        }
+        if let SmsConfig::Http { url, .. } = &a.sms
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError(format!(
+                "auth.sms.url 须为 http(s):// / auth.sms.url must be http(s)://…, got {url:?}"
+            )));
+        }
+        let m = &self.messaging;
+        for (name, value) in [
+            ("messaging.sms_min_urgency", &m.sms_min_urgency),
+            ("messaging.webhook_min_urgency", &m.webhook_min_urgency),
+            (
+                "messaging.loudspeaker_min_urgency",
+                &m.loudspeaker_min_urgency,
+            ),
+        ] {
+            if !["normal", "high", "emergency", "off"].contains(&value.as_str()) {
+                return Err(ConfigError(format!(
+                    "{name} 须为 normal、high、emergency 或 off / {name} must be normal, high, emergency or off, got {value:?}"
+                )));
+            }
+        }
+        for (name, url) in [
+            ("messaging.sms_url", &m.sms_url),
+            ("messaging.webhook_url", &m.webhook_url),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("https://") || url.starts_with("http://"))
+            {
+                return Err(ConfigError(format!(
+                    "{name} 须为 http(s):// / {name} must be http(s)://…, got {url:?}"
+                )));
+            }
+        }
+        let d = &self.devices;
+        if let Some(url) = &d.mqtt_url
+            && !url.starts_with("mqtt://")
+        {
+            return Err(ConfigError(format!(
+                "devices.mqtt_url 须为 mqtt://主机:端口 / devices.mqtt_url must be mqtt://host:port, got {url:?}"
+            )));
+        }
+        if !crate::storage::tenants::valid_id(&d.topic_prefix) {
+            return Err(ConfigError(format!(
+                "devices.topic_prefix 须为小写字母、数字和连字符 / devices.topic_prefix must be [a-z0-9-]+, got {:?}",
+                d.topic_prefix
+            )));
+        }
+        if d.broker_hook_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError(
+                "devices.broker_hook_token 至少 16 个字符 / devices.broker_hook_token must be at least 16 characters".into(),
+            ));
+        }
+        if let Some(g) = &d.mqtt_shared_group
+            && !crate::storage::tenants::valid_id(g)
+        {
+            return Err(ConfigError(format!(
+                "devices.mqtt_shared_group 须为小写字母、数字和连字符 / devices.mqtt_shared_group must be [a-z0-9-]+, got {g:?}"
+            )));
+        }
+        if d.mqtt_client_id.is_empty() || d.mqtt_client_id.len() > 64 {
+            return Err(ConfigError(
+                "devices.mqtt_client_id 须为 1–64 个字符 / devices.mqtt_client_id must be 1–64 characters".into(),
+            ));
+        }
+        for (name, value) in [
+            (
+                "devices.messages_per_second",
+                u64::from(d.messages_per_second),
+            ),
+            ("devices.burst", u64::from(d.burst)),
+            ("devices.payload_bytes", d.payload_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!(
+                    "{name} 必须大于 0 / {name} must be > 0"
+                )));
+            }
         }
         let l = &self.limits;
         let nonzero = [

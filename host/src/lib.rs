@@ -4,10 +4,14 @@
 pub mod api;
 pub mod capabilities;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod identity;
 pub mod metrics;
+pub mod mqtt;
 pub mod platform;
 pub mod runtime;
+pub mod shell;
 pub mod storage;
 
 use std::future::Future;
@@ -22,9 +26,27 @@ pub async fn serve(
     platform: Arc<platform::Platform>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let upkeep = tokio::spawn(housekeeping(platform.clone()));
     let app = api::router(platform);
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    upkeep.abort();
+    served?;
     Ok(())
+}
+
+/// Hourly (first run a minute after start): [`platform::Platform::housekeeping`].
+async fn housekeeping(platform: Arc<platform::Platform>) {
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    );
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(error) = platform.housekeeping().await {
+            tracing::warn!(%error, "housekeeping failed; retrying in an hour");
+        }
+    }
 }

@@ -26,6 +26,13 @@ fn memory_histogram() -> Histogram {
     Histogram::new(exponential_buckets(65536.0, 2.0, 17))
 }
 
+/// Labels of the device-message counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    /// `accepted`, `rate_limited`, `invalid`, `unknown_device`, `disabled`.
+    pub outcome: String,
+}
+
 /// The host's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -34,6 +41,9 @@ pub struct Metrics {
     traps: Family<PluginLabels, Counter>,
     deadlines: Family<PluginLabels, Counter>,
     suspensions: Family<PluginLabels, Counter>,
+    invalid_pages: Family<PluginLabels, Counter>,
+    device_messages: Family<DeviceLabels, Counter>,
+    device_commands: Family<DeviceLabels, Counter>,
     latency: Family<PluginLabels, Histogram, fn() -> Histogram>,
     memory: Family<PluginLabels, Histogram, fn() -> Histogram>,
 }
@@ -52,6 +62,9 @@ impl Metrics {
         let traps = Family::<PluginLabels, Counter>::default();
         let deadlines = Family::<PluginLabels, Counter>::default();
         let suspensions = Family::<PluginLabels, Counter>::default();
+        let invalid_pages = Family::<PluginLabels, Counter>::default();
+        let device_messages = Family::<DeviceLabels, Counter>::default();
+        let device_commands = Family::<DeviceLabels, Counter>::default();
         let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -76,6 +89,21 @@ impl Metrics {
             suspensions.clone(),
         );
         registry.register(
+            "plugin_invalid_pages",
+            "Pages refused by the host's check of the page schema",
+            invalid_pages.clone(),
+        );
+        registry.register(
+            "device_messages",
+            "Messages from devices, by outcome",
+            device_messages.clone(),
+        );
+        registry.register(
+            "device_commands",
+            "Commands sent to devices, by outcome (acknowledged, refused, timed-out)",
+            device_commands.clone(),
+        );
+        registry.register(
             "plugin_call_seconds",
             "Latency of plugin calls",
             latency.clone(),
@@ -92,6 +120,9 @@ impl Metrics {
             traps,
             deadlines,
             suspensions,
+            invalid_pages,
+            device_messages,
+            device_commands,
             latency,
             memory,
         }
@@ -128,6 +159,28 @@ impl Metrics {
 
     pub fn suspended(&self, labels: &PluginLabels) {
         self.suspensions.get_or_create(labels).inc();
+    }
+
+    pub fn invalid_page(&self, tenant: &str, plugin: &str) {
+        self.invalid_pages
+            .get_or_create(&PluginLabels {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn device_message(&self, outcome: &str) {
+        self.device_messages
+            .get_or_create(&DeviceLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The counter of device commands by outcome, for the command bus.
+    pub fn device_commands(&self) -> Family<DeviceLabels, Counter> {
+        self.device_commands.clone()
     }
 
     /// The text exposition.

@@ -8,6 +8,13 @@ use serde::de::DeserializeOwned;
 use crate::__private::linli::plugin::data as wit;
 use crate::Error;
 
+/// The key for data this plugin keeps about one person: `r/<person-id>/<rest>`. Keep
+/// everything about a resident under such keys: the host finds them when the resident asks
+/// for an export of their data, and deletes them when the resident is erased.
+pub fn person_key(person_id: &str, rest: &str) -> String {
+    format!("r/{person_id}/{rest}")
+}
+
 /// Read a value.
 pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
     Ok(wit::get(key)?)

@@ -66,6 +66,20 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Whether the web shell asked for a page (`Accept: application/vnd.linli.page+json`).
+    pub fn wants_page(&self) -> bool {
+        self.header("accept")
+            .is_some_and(|a| a.contains(crate::ui::MEDIA_TYPE))
+    }
+
+    /// The reader's language as the shell says it (`Accept-Language`): `"en"` or `"zh"`.
+    pub fn language(&self) -> &'static str {
+        match self.header("accept-language") {
+            Some(l) if l.trim_start().starts_with("en") => "en",
+            _ => "zh",
+        }
+    }
+
     /// The first query parameter named `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
         self.query.split('&').find_map(|pair| {
@@ -83,6 +97,13 @@ impl Request {
     /// The body parsed as JSON.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| Error::Json(e.to_string()))
+    }
+
+    /// The body checked as a submission of `form`, or the 422 answer listing every broken
+    /// rule (`Response::form_errors`) to return as is.
+    pub fn check_form(&self, form: &crate::ui::Form) -> Result<crate::ui::Submission, Response> {
+        form.check(&self.body)
+            .map_err(|errors| Response::form_errors(&errors))
     }
 }
 
@@ -122,6 +143,20 @@ pub struct Response {
 }
 
 impl Response {
+    /// 422 with `{"error": {"code": "invalid", "message", "fields"}}`: what the shell shows
+    /// next to each field of a form that did not pass its rules.
+    pub fn form_errors(errors: &[crate::ui::FieldError]) -> Self {
+        let message = errors
+            .iter()
+            .map(|e| format!("{} / {}", e.message.zh(), e.message.en()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Response::json(
+            422,
+            &serde_json::json!({"error": {"code": "invalid", "message": message, "fields": errors}}),
+        )
+    }
+
     /// An empty response with `status`.
     pub fn status(status: u16) -> Self {
         Response {
@@ -139,6 +174,22 @@ impl Response {
                 headers: vec![(
                     "content-type".into(),
                     "application/json; charset=utf-8".into(),
+                )],
+                body,
+            },
+            Err(e) => Response::error(&Error::Json(e.to_string())),
+        }
+    }
+
+    /// A page for the web shell (see [`crate::ui`]). The host checks it before any browser
+    /// sees it; a page it refuses becomes a `502 invalid_page`.
+    pub fn page(page: &crate::ui::Page) -> Self {
+        match serde_json::to_vec(page) {
+            Ok(body) => Response {
+                status: 200,
+                headers: vec![(
+                    "content-type".into(),
+                    format!("{}; version={}", crate::ui::MEDIA_TYPE, crate::ui::VERSION),
                 )],
                 body,
             },
@@ -167,6 +218,13 @@ impl Response {
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_ascii_lowercase(), value.into()));
         self
+    }
+
+    /// Whether this is a page (see [`Response::page`]).
+    pub fn is_page(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, v)| n == "content-type" && v.starts_with(crate::ui::MEDIA_TYPE))
     }
 
     /// The body as UTF-8 text (lossy), for tests.

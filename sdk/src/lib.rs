@@ -38,6 +38,9 @@ pub mod http;
 pub mod log;
 mod metadata;
 pub mod services;
+pub mod time;
+/// Pages for the web shell: the declarative schema, its builders and form checking.
+pub use linli_ui as ui;
 
 pub use error::Error;
 pub use http::{Params, Request, Response, Router};

@@ -1,13 +1,15 @@
 //! The other host capabilities of the contract: identity, devices and messaging.
 //!
-//! They are declared in `linli:plugin@0.1.0` so plugins can be written against them now; a
-//! host that does not provide one answers [`crate::Error::Unavailable`], never a made-up value.
+//! Each needs a grant at install time: without it the host answers [`crate::Error::Denied`].
+//! Identity fields come back masked (张*, 138****8000) unless the installation holds that
+//! field's grant (`identity.phone`, …). A host that does not provide a capability answers
+//! [`crate::Error::Unavailable`], never a made-up value.
 
 use crate::__private::linli::plugin::{device as dev, identity as id, messaging as msg};
 use crate::Error;
 
 pub use dev::{CommandOutcome, DeviceInfo};
-pub use id::{Caller, Field, FieldValue, Person, Profile, ResidentFilter};
+pub use id::{Caller, Field, FieldValue, Person, Profile, ResidentCount, ResidentFilter};
 pub use msg::{Notification, Recipient, Urgency};
 
 /// Identity: the caller and residents of the caller's place (fields masked unless granted).
@@ -27,6 +29,12 @@ pub mod identity {
     /// Whether the caller holds `role` here.
     pub fn has_role(role: &str) -> Result<bool, Error> {
         Ok(id::has_role(role)?)
+    }
+
+    /// How many residents match `filter`, and in how many households: an electorate or a
+    /// turnout denominator without listing anyone.
+    pub fn count_residents(filter: &ResidentFilter) -> Result<ResidentCount, Error> {
+        Ok(id::count_residents(filter)?)
     }
 
     /// A page of resident ids matching `filter`, and the cursor for the next page.
@@ -63,7 +71,9 @@ pub mod device {
 pub mod messaging {
     use super::*;
 
-    /// Notify recipients; `idempotency_key` makes a retry a no-op.
+    /// Notify recipients; `idempotency_key` makes a retry a no-op. The notification is written
+    /// with this call's next data change, in its transaction (or when the call returns): call
+    /// this *before* the write it belongs to, so both commit or neither does.
     pub fn notify(
         to: &[Recipient],
         message: &Notification,
@@ -72,7 +82,8 @@ pub mod messaging {
         Ok(msg::notify(to, message, idempotency_key)?)
     }
 
-    /// Publish an event on a topic at this tenant.
+    /// Publish an event on a topic at this tenant, to the plugins here that subscribe to it;
+    /// written like [`notify`]: with the call's next data change.
     pub fn publish(topic: &str, payload: &[u8], idempotency_key: &str) -> Result<(), Error> {
         Ok(msg::publish(topic, payload, idempotency_key)?)
     }

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use linli_tests::{Backend, HELLO, TestHost, on_both_backends, wat_plugin};
+use linli_tests::{Backend, HELLO, ROOT, TestHost, on_both_backends, wat_plugin};
 
 async fn json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
@@ -49,7 +49,10 @@ async fn openapi_describes_every_route() {
         let concrete = path
             .replace("{tenant}", "dongcun")
             .replace("{plugin}", "hello")
-            .replace("{path}", "visits");
+            .replace("{path}", "visits")
+            .replace("{id}", "p-00000000000000000000")
+            .replace("{capability}", "identity")
+            .replace("{role}", "grid-worker");
         for method in ["get", "post", "put", "patch", "delete"] {
             if item.get(method).is_none() || (method == "delete" && concrete.ends_with("/hello")) {
                 continue;
@@ -188,10 +191,13 @@ async fn install_upgrade_suspend_uninstall(backend: Backend) {
     let h = TestHost::start(backend, |_| {}).await;
     h.village("dongcun").await;
     let upload = |bytes: Vec<u8>| {
-        h.admin(Method::POST, "/api/v1/tenants/dongcun/plugins")
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
+        h.admin(
+            Method::POST,
+            "/api/v1/tenants/dongcun/plugins?grant=required",
+        )
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
     };
     let hello = std::fs::read(HELLO).unwrap();
     let (status, report) = json(upload(hello.clone()).await.unwrap()).await;
@@ -337,7 +343,17 @@ async fn uploads_over_the_component_limit_are_refused() {
     let h2 = TestHost::start(Backend::Sqlite, |_| {}).await;
     h2.village("dongcun").await;
     let not_plugin = wat::parse_str("(component)").unwrap();
-    assert!(h2.platform.install("dongcun", &not_plugin).await.is_err());
+    assert!(
+        h2.platform
+            .install(
+                &ROOT,
+                "dongcun",
+                &not_plugin,
+                &linli::platform::GrantChoice::all()
+            )
+            .await
+            .is_err()
+    );
     assert_eq!(
         std::fs::read_dir(h2.dir.path().join("cache"))
             .unwrap()

@@ -2,7 +2,7 @@
 //! detected — through the platform, the API and `linli audit verify`, on both backends.
 
 use linli::storage::audit::Verdict;
-use linli_tests::{Backend, HELLO, TestHost, on_both_backends};
+use linli_tests::{Backend, HELLO, ROOT, TestHost, on_both_backends};
 
 async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
     let h = TestHost::start(backend, |_| {}).await;
@@ -10,6 +10,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
     h.install("dongcun", HELLO).await;
     let p = &h.platform;
     p.set_status(
+        &ROOT,
         "dongcun",
         "hello",
         linli::storage::installs::Status::Suspended,
@@ -17,9 +18,18 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
     )
     .await
     .unwrap();
-    p.uninstall("dongcun", "hello", false).await.unwrap();
+    p.uninstall(&ROOT, "dongcun", "hello", false).await.unwrap();
 
-    let records = p.audit_records(0, 100).await.unwrap();
+    let records = p
+        .audit_records(
+            &ROOT,
+            linli::storage::audit::Query {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(
         actions,
@@ -39,7 +49,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
         assert_eq!(pair[1].prev_hash, pair[0].hash);
     }
     assert_eq!(
-        p.verify_audit().await.unwrap(),
+        p.verify_audit(&ROOT).await.unwrap(),
         Verdict::Intact { records: 6 }
     );
 
@@ -59,7 +69,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        p.verify_audit().await.unwrap(),
+        p.verify_audit(&ROOT).await.unwrap(),
         Verdict::Broken { seq: 4, .. }
     ));
     sqlx::query("UPDATE audit_log SET outcome = 'ok' WHERE seq = 4")
@@ -67,7 +77,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        p.verify_audit().await.unwrap(),
+        p.verify_audit(&ROOT).await.unwrap(),
         Verdict::Intact { records: 6 }
     );
 
@@ -82,7 +92,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
         .await
         .unwrap();
     assert!(matches!(
-        p.verify_audit().await.unwrap(),
+        p.verify_audit(&ROOT).await.unwrap(),
         Verdict::Broken { seq: 3, .. }
     ));
 
@@ -93,7 +103,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
         .execute(h2.platform.db.pool())
         .await
         .unwrap();
-    match h2.platform.verify_audit().await.unwrap() {
+    match h2.platform.verify_audit(&ROOT).await.unwrap() {
         Verdict::Broken { seq, reason } => {
             assert_eq!(seq, 2);
             assert!(reason.contains("missing"), "{reason}");
@@ -111,6 +121,7 @@ async fn concurrent_appends_form_one_chain(backend: Backend) {
         tasks.push(tokio::spawn(async move {
             let id = format!("county-{i}");
             p.create_tenant(
+                &ROOT,
                 &id,
                 None,
                 linli::storage::tenants::TenantKind::County,
@@ -125,12 +136,69 @@ async fn concurrent_appends_form_one_chain(backend: Backend) {
         t.await.unwrap();
     }
     assert_eq!(
-        h.platform.verify_audit().await.unwrap(),
+        h.platform.verify_audit(&ROOT).await.unwrap(),
         Verdict::Intact { records: 20 }
     );
 }
 
+/// Retention: nothing younger than audit.retention_days goes; pruning keeps the chain
+/// verifiable through an anchor backed by an audit.prune record; moving or dropping either
+/// is detected.
+async fn retention_prunes_and_the_chain_still_verifies(backend: Backend) {
+    use linli::storage::audit;
+    let h = TestHost::start(backend, |_| {}).await;
+    h.village("dongcun").await;
+    let p = &h.platform;
+    // Three records, all younger than the 180-day minimum: housekeeping prunes nothing.
+    p.housekeeping().await.unwrap();
+    assert_eq!(p.prune_audit().await.unwrap(), 0);
+    assert_eq!(
+        p.verify_audit(&ROOT).await.unwrap(),
+        Verdict::Intact { records: 3 }
+    );
+    // Prune as if they were old (cut-off in the future).
+    let future = linli::storage::now_ms() + 1_000;
+    assert_eq!(audit::prune(&p.db, future, "admin").await.unwrap(), 3);
+    let kept = audit::list(&p.db, 0, 100).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].seq, kept[0].action.as_str()), (4, "audit.prune"));
+    assert_eq!(
+        p.verify_audit(&ROOT).await.unwrap(),
+        Verdict::Intact { records: 1 }
+    );
+    h.village("xicun").await;
+    assert_eq!(
+        p.verify_audit(&ROOT).await.unwrap(),
+        Verdict::Intact { records: 2 }
+    );
+
+    // Moving the anchor by hand (to hide a deletion) is caught.
+    sqlx::query("UPDATE audit_anchor SET seq = 4, hash = $1")
+        .bind(&kept[0].hash)
+        .execute(p.db.pool())
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE seq = 4")
+        .execute(p.db.pool())
+        .await
+        .unwrap();
+    match p.verify_audit(&ROOT).await.unwrap() {
+        Verdict::Broken { reason, .. } => assert!(reason.contains("audit.prune"), "{reason}"),
+        other => panic!("moved anchor not detected: {other:?}"),
+    }
+    // Dropping the anchor: the first kept record no longer links to the genesis.
+    sqlx::query("DELETE FROM audit_anchor")
+        .execute(p.db.pool())
+        .await
+        .unwrap();
+    assert!(matches!(
+        p.verify_audit(&ROOT).await.unwrap(),
+        Verdict::Broken { seq: 1, .. }
+    ));
+}
+
 on_both_backends!(
+    retention_prunes_and_the_chain_still_verifies,
     admin_actions_are_chained_and_tampering_is_detected,
     concurrent_appends_form_one_chain
 );

@@ -3,13 +3,13 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use linli_tests::{ADMIN_TOKEN, HELLO, fresh_postgres_url};
 
 /// `target/<profile>/linli`, next to this test binary's `deps/` directory.
-fn linli_bin() -> PathBuf {
+pub(crate) fn linli_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("linli");
     assert!(
@@ -49,14 +49,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
+    /// stdout and stderr go to a file (a pipe nobody drains would block a chatty server).
+    log: PathBuf,
 }
 
 impl Server {
     fn start(data_dir: &Path, demo: &Path) -> Server {
+        Server::start_with(data_dir, demo, &[])
+    }
+
+    /// `linli serve` on a free port with the demo county, plus these environment variables.
+    pub(crate) fn start_with(data_dir: &Path, demo: &Path, env: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let log = data_dir.join("serve.log");
+        let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(linli_bin())
             .args([
                 "serve",
@@ -69,8 +78,9 @@ impl Server {
             .arg(data_dir)
             .env("LINLI_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("LINLI_DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .envs(env.iter().copied())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
@@ -82,11 +92,11 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Server { child, base }
+        Server { child, base, log }
     }
 
     /// SIGTERM, then the exit status and everything it logged.
-    fn stop(self) -> (bool, String) {
+    pub(crate) fn stop(self) -> (bool, String) {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -95,13 +105,10 @@ impl Server {
                 .unwrap()
                 .success()
         );
-        let out = self.child.wait_with_output().unwrap();
-        let log = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), log)
+        let mut child = self.child;
+        let status = child.wait().unwrap();
+        let log = String::from_utf8_lossy(&std::fs::read(&self.log).unwrap()).into_owned();
+        (status.success(), log)
     }
 }
 
@@ -153,7 +160,7 @@ fn serve_seeds_the_demo_county_and_data_survives_a_restart() {
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids, ["qingshan", "dongxi", "dongcun", "xicun"]);
+    assert_eq!(ids, ["qingshan", "dongxi", "dongcun", "dongcun-1", "xicun"]);
     let (clean, log) = server.stop();
     assert!(clean, "graceful shutdown: {log}");
     assert!(log.contains("compiled component"), "{log}");
@@ -226,7 +233,10 @@ fn tenant_and_plugin_commands() {
 
     let out = ok(linli(
         d,
-        &["plugin", "install", HELLO, "--tenant", "dongcun"],
+        &[
+            "plugin", "install", HELLO, "--tenant", "dongcun", "--grant", "required", "--grant",
+            "required",
+        ],
     ));
     assert!(out.contains("\"action\": \"installed\""), "{out}");
     let list = ok(linli(d, &["plugin", "list"]));
@@ -318,6 +328,138 @@ fn tenant_and_plugin_commands() {
 }
 
 #[test]
+fn device_commands() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    create_tree(|args| linli(d, args));
+    let person = ok(linli(
+        d,
+        &[
+            "person",
+            "create",
+            "--tenant",
+            "dongcun",
+            "--name",
+            "李桂兰",
+            "--phone",
+            "13800000003",
+        ],
+    ));
+    let person = person.trim();
+
+    // Add: the secret is printed once, as JSON with the device.
+    let out = ok(linli(
+        d,
+        &[
+            "device",
+            "add",
+            "dongcun-sos-li",
+            "--tenant",
+            "dongcun",
+            "--kind",
+            "emergency-button",
+            "--name",
+            "李桂兰家紧急呼叫按钮",
+            "--person",
+            "13800000003",
+        ],
+    ));
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(made["device"]["person"], person);
+    assert_eq!(made["secret"].as_str().unwrap().len(), 36);
+    // Bad kinds and ids are refused with a clear message.
+    let out = linli(
+        d,
+        &[
+            "device", "add", "x", "--tenant", "dongcun", "--kind", "toaster", "--name", "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device kind"));
+    let out = linli(
+        d,
+        &[
+            "device", "add", "Bad Id", "--tenant", "dongcun", "--kind", "gate", "--name", "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device id must be"));
+
+    // Import: all rows or none.
+    let csv = d.join("devices.csv");
+    std::fs::write(
+        &csv,
+        "编号,类型,名称\ndongcun-gate-1,门禁,村委会门禁\ndongcun-x,toaster,x\n",
+    )
+    .unwrap();
+    let out = linli(
+        d,
+        &[
+            "device",
+            "import",
+            csv.to_str().unwrap(),
+            "--tenant",
+            "dongcun",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"row\": 3"));
+    std::fs::write(&csv, "编号,类型,名称\ndongcun-gate-1,门禁,村委会门禁\n").unwrap();
+    let out = ok(linli(
+        d,
+        &[
+            "device",
+            "import",
+            csv.to_str().unwrap(),
+            "--tenant",
+            "dongcun",
+        ],
+    ));
+    assert!(out.contains("\"created\": 1"), "{out}");
+
+    let list = ok(linli(d, &["device", "list", "--tenant", "qingshan"]));
+    let ids: Vec<_> = list
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["dongcun-gate-1", "dongcun-sos-li"]);
+    let list = ok(linli(
+        d,
+        &["device", "list", "--tenant", "dongcun", "--kind", "gate"],
+    ));
+    assert!(
+        list.starts_with("dongcun-gate-1\tgate\tdongcun\tactive\t村委会门禁"),
+        "{list}"
+    );
+
+    let first = made["secret"].as_str().unwrap();
+    let second = ok(linli(d, &["device", "rotate-secret", "dongcun-sos-li"]));
+    assert_eq!(second.trim().len(), 36);
+    assert_ne!(second.trim(), first);
+    ok(linli(d, &["device", "remove", "dongcun-sos-li"]));
+    let out = linli(d, &["device", "remove", "dongcun-sos-li"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such device"));
+    assert_eq!(
+        ok(linli(d, &["device", "list", "--tenant", "qingshan"]))
+            .lines()
+            .count(),
+        1
+    );
+    // Every change is in the audit log and the chain holds.
+    let audit = ok(linli(d, &["audit", "list"]));
+    for action in [
+        "device.create",
+        "device.import",
+        "device.secret",
+        "device.delete",
+    ] {
+        assert!(audit.contains(action), "{action} missing: {audit}");
+    }
+    ok(linli(d, &["audit", "verify"]));
+}
+
+#[test]
 fn configuration_layers_and_unknown_keys() {
     let data = tempfile::tempdir().unwrap();
     let file = data.path().join("linli.toml");
@@ -383,7 +525,7 @@ async fn cli_on_postgres() {
     };
     create_tree(with_db);
     ok(with_db(&[
-        "plugin", "install", HELLO, "--tenant", "dongcun",
+        "plugin", "install", HELLO, "--tenant", "dongcun", "--grant", "required",
     ]));
     assert!(ok(with_db(&["plugin", "list"])).contains("hello"));
     assert!(

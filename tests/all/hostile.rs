@@ -3,7 +3,7 @@
 //! removed (the request would hang, crash the host, or succeed).
 
 use linli::config::Config;
-use linli_tests::{Backend, HELLO, HOSTILE, SPY, TestHost, table_bomb_component};
+use linli_tests::{Backend, HELLO, HOSTILE, ROOT, SPY, TestHost, table_bomb_component};
 use serde_json::Value;
 
 /// Limits small enough to hit quickly.
@@ -140,7 +140,12 @@ async fn panic_is_a_trap() {
 async fn table_growth_hits_the_table_limit() {
     let h = host().await;
     h.platform
-        .install("dongcun", &table_bomb_component())
+        .install(
+            &ROOT,
+            "dongcun",
+            &table_bomb_component(),
+            &linli::platform::GrantChoice::all(),
+        )
         .await
         .expect("install table bomb");
     let body = expect_error(&h, "/t/dongcun/p/table-bomb/", 500, "plugin_trapped").await;
@@ -171,7 +176,8 @@ async fn data_limits_answer_clear_errors() {
         ("not-a-counter", "invalid", "counter"),
         ("overflow", "invalid", "overflow"),
         ("bad-cursor", "invalid", "cursor"),
-        ("unavailable", "unavailable", "identity"),
+        // A capability the installation was not granted answers the deny stub.
+        ("unavailable", "denied", "identity"),
         // Last: it fills the scope up to keys_per_scope.
         ("many-keys?bytes=20", "quota", "keys_per_scope"),
     ];
@@ -226,7 +232,7 @@ async fn host_owns_credentials_and_security_headers() {
     let r = h
         .client
         .get(h.url("/t/dongcun/p/hostile/echo-headers"))
-        .header("authorization", "Bearer secret")
+        .bearer_auth(linli_tests::ADMIN_TOKEN)
         .header("cookie", "session=secret")
         .header("x-custom", "1")
         .send()
@@ -354,4 +360,48 @@ async fn a_plugin_that_keeps_trapping_is_suspended_and_can_be_resumed() {
         "{metrics}"
     );
     assert!(metrics.contains("linli_plugin_traps_total{tenant=\"dongcun\",plugin=\"hostile\"} 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_that_break_the_schema_are_refused() {
+    let h = host().await;
+    // A good page passes through untouched; markup in it is only text.
+    let (status, body) = h.get_json("/t/dongcun/p/hostile/page/good").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["body"][0]["text"], "<script>alert(1)</script>");
+
+    for (path, says) in [
+        ("html", "unknown variant `html`"),
+        ("script-link", "is not a path inside the plugin"),
+        ("offsite-redirect", "is not a path inside the plugin"),
+        ("deep?bytes=8", "nested deeper than 4"),
+        ("many?bytes=1001", "more than 1000 blocks"),
+        ("long-text?bytes=20001", "the limit is 20000"),
+        ("long-text?bytes=300000", "the limit is 262144"),
+        ("not-a-page", "not valid JSON for schema version 1"),
+    ] {
+        let body = expect_error(
+            &h,
+            &format!("/t/dongcun/p/hostile/page/{path}"),
+            502,
+            "invalid_page",
+        )
+        .await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{path}: {message}");
+    }
+    // At the limits themselves, pages pass.
+    for path in ["deep?bytes=3", "many?bytes=1000", "long-text?bytes=20000"] {
+        let (status, body) = h
+            .get_json(&format!("/t/dongcun/p/hostile/page/{path}"))
+            .await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let metrics = h.get("/metrics").await.1;
+    assert!(
+        metrics
+            .contains(r#"linli_plugin_invalid_pages_total{tenant="dongcun",plugin="hostile"} 8"#),
+        "{metrics}"
+    );
+    hello_answers(&h).await;
 }

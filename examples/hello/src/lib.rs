@@ -6,8 +6,11 @@
 //! - `GET /visits`      the count, without counting
 //! - `GET /guestbook`   the guestbook, newest first
 //! - `POST /guestbook`  `{"name": "…", "message": "…"}` signs it
+//! - `GET /me`          the signed-in caller's profile: name, phone and ID number, masked
+//!   unless the township granted `identity.name` / `identity.phone` / `identity.id-number`
 
 use linli_sdk::data::{self, Batch, BatchOutcome};
+use linli_sdk::services::{Field, identity};
 use linli_sdk::{Error, Metadata, Plugin, Request, Response, Router, export_plugin, log};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +43,22 @@ impl Plugin for Hello {
             "store the visit count and guestbook entries",
         )
         .optional("log", "记录新留言", "log new guestbook entries")
+        .optional(
+            "identity",
+            "在“我的信息”页显示您的（脱敏）资料",
+            "show your (masked) profile on the “me” page",
+        )
+        .optional("identity.name", "显示您的完整姓名", "show your full name")
+        .optional(
+            "identity.phone",
+            "显示您的完整手机号",
+            "show your full phone number",
+        )
+        .optional(
+            "identity.id-number",
+            "显示您的完整身份证号",
+            "show your full ID number",
+        )
     }
 
     fn handle(request: Request) -> Response {
@@ -75,8 +94,44 @@ impl Plugin for Hello {
                 ))
             })
             .post("/guestbook", |req, _| sign(req))
+            .get("/me", |_, _| me())
             .handle(request)
     }
+}
+
+/// The caller's own profile, as this installation may see it.
+fn me() -> Result<Response, Error> {
+    let Some(caller) = identity::current_caller()? else {
+        return Err(Error::Http(401, "请先登录 / sign in first".into()));
+    };
+    let profile = identity::profile(
+        &caller.person.id,
+        &[Field::Name, Field::Phone, Field::IdNumber],
+    )?;
+    let mut fields = serde_json::Map::new();
+    for f in &profile.fields {
+        let name = match f.field {
+            Field::Name => "name",
+            Field::Phone => "phone",
+            Field::IdNumber => "id_number",
+            _ => continue,
+        };
+        fields.insert(
+            name.into(),
+            serde_json::json!({ "value": f.value, "masked": f.masked }),
+        );
+    }
+    Ok(Response::json(
+        200,
+        &serde_json::json!({
+            "id": caller.person.id,
+            "display_name": caller.person.display_name,
+            "tenant_path": caller.tenant_path,
+            "roles": caller.roles,
+            "assistant": caller.assistant.map(|a| a.display_name),
+            "profile": fields,
+        }),
+    ))
 }
 
 fn sign(req: &Request) -> Result<Response, Error> {

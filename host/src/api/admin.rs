@@ -1,21 +1,20 @@
-//! The admin API under `/api/v1`: tenants and plugin installations. Every call needs the
-//! configured bearer token; without one configured the admin API refuses everything.
+//! The admin API under `/api/v1`: tenants, plugin installations and grants, the audit log.
+//! Every call needs a signed-in principal (a session token, or the bootstrap admin token);
+//! the platform checks the permission at the tenant concerned.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ApiError;
 use super::error::ErrorBody;
-use crate::platform::{InstallAction, InstallReport, Installation, Platform};
+use super::principal::Authed;
+use crate::platform::{GrantChoice, InstallAction, InstallReport, Installation, Platform};
 use crate::storage::audit::Record as AuditRecord;
 use crate::storage::installs::Status;
 use crate::storage::tenants::{Tenant, TenantKind};
@@ -23,40 +22,6 @@ use crate::storage::tenants::{Tenant, TenantKind};
 /// The request body limit of the admin routes: a component upload.
 pub(super) fn body_limit(platform: &Platform) -> DefaultBodyLimit {
     DefaultBodyLimit::max(platform.config.limits.component_bytes)
-}
-
-/// Check `Authorization: Bearer <admin_token>`.
-pub(super) async fn require_admin(
-    State(platform): State<Arc<Platform>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let Some(expected) = platform.config.admin_token.as_deref() else {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_disabled",
-            "未配置管理令牌，管理接口已关闭 / no admin_token is configured: the admin API is disabled",
-        )
-        .into_response();
-    };
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Compare digests so the comparison time does not depend on how much of the token matched.
-    let ok =
-        given.is_some_and(|g| Sha256::digest(g.as_bytes()) == Sha256::digest(expected.as_bytes()));
-    if !ok {
-        let mut e = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "需要有效的管理令牌 / a valid admin bearer token is required",
-        );
-        e.www_authenticate = true;
-        return e.into_response();
-    }
-    next.run(req).await
 }
 
 /// A tenant to create.
@@ -74,16 +39,17 @@ pub(super) struct CreateTenant {
 }
 
 /// List the tenant tree.
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
     responses((status = 200, body = Vec<Tenant>), (status = 401, body = ErrorBody)))]
 pub(super) async fn list_tenants(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
 ) -> Result<Json<Vec<Tenant>>, ApiError> {
-    Ok(Json(p.tenants().await?))
+    Ok(Json(p.tenants(&who).await?))
 }
 
 /// Create a tenant (county, township, community/village or grid).
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "tenants", security(("bearer" = [])),
     request_body = CreateTenant,
     responses(
         (status = 201, body = Tenant),
@@ -93,6 +59,7 @@ pub(super) async fn list_tenants(
     ))]
 pub(super) async fn create_tenant(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     let Json(t) = body.map_err(|e| {
@@ -103,45 +70,69 @@ pub(super) async fn create_tenant(
         )
     })?;
     let tenant = p
-        .create_tenant(&t.id, t.parent.as_deref(), t.kind, &t.name_zh, &t.name_en)
+        .create_tenant(
+            &who,
+            &t.id,
+            t.parent.as_deref(),
+            t.kind,
+            &t.name_zh,
+            &t.name_en,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(tenant)))
 }
 
 /// Every installation at every tenant.
-#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins", security(("bearer" = [])),
     responses((status = 200, body = Vec<Installation>)))]
 pub(super) async fn list_all_plugins(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
 ) -> Result<Json<Vec<Installation>>, ApiError> {
-    Ok(Json(p.installations(None).await?))
+    Ok(Json(p.installations(&who, None).await?))
 }
 
 /// Plugins installed at a tenant.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/plugins", tag = "plugins", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/plugins", tag = "plugins", security(("bearer" = [])),
     params(("tenant" = String, Path)),
     responses((status = 200, body = Vec<Installation>), (status = 404, body = ErrorBody)))]
 pub(super) async fn list_plugins(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Path(tenant): Path<String>,
 ) -> Result<Json<Vec<Installation>>, ApiError> {
-    Ok(Json(p.installations(Some(&tenant)).await?))
+    Ok(Json(p.installations(&who, Some(&tenant)).await?))
 }
 
-/// Install (or upgrade) a plugin at a tenant from an uploaded component (`.wasm`).
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/plugins", tag = "plugins", security(("admin_token" = [])),
-    params(("tenant" = String, Path)),
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct InstallQuery {
+    /// What to grant, comma-separated: `required`, `all`, and/or capability names such as
+    /// `data,identity.phone`. Grants the installation holds and the new version still asks
+    /// for are kept.
+    #[serde(default)]
+    grant: Option<String>,
+}
+
+/// Install (or upgrade) a plugin at a tenant from an uploaded component (`.wasm`). Without
+/// the grants its required capabilities need, nothing is installed and the answer (422
+/// `grants_required`) lists what it asks for, with purposes, and what changed since the
+/// installed version.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/plugins", tag = "plugins", security(("bearer" = [])),
+    params(("tenant" = String, Path), InstallQuery),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
     responses(
         (status = 201, body = InstallReport, description = "Installed"),
         (status = 200, body = InstallReport, description = "Upgraded, or already installed"),
         (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody, description = "Over limits.component_bytes"),
-        (status = 422, body = ErrorBody, description = "Not a valid linli plugin, or its hook failed"),
+        (status = 422, body = ErrorBody, description = "Not a valid linli plugin, its hook failed, or grants are missing"),
     ))]
 pub(super) async fn install_plugin(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Path(tenant): Path<String>,
+    Query(q): Query<InstallQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<InstallReport>), ApiError> {
     let body = body.map_err(|e| {
@@ -160,7 +151,9 @@ pub(super) async fn install_plugin(
             ),
         )
     })?;
-    let report = p.install(&tenant, &body).await?;
+    let grants = GrantChoice::parse(q.grant.as_slice())
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m))?;
+    let report = p.install(&who, &tenant, &body, &grants).await?;
     let status = match report.action {
         InstallAction::Installed => StatusCode::CREATED,
         _ => StatusCode::OK,
@@ -169,14 +162,15 @@ pub(super) async fn install_plugin(
 }
 
 /// One installation.
-#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins", security(("admin_token" = [])),
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins", security(("bearer" = [])),
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     responses((status = 200, body = Installation), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_plugin(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Path((tenant, plugin)): Path<(String, String)>,
 ) -> Result<Json<Installation>, ApiError> {
-    Ok(Json(p.installation(&tenant, &plugin).await?))
+    Ok(Json(p.installation(&who, &tenant, &plugin).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -194,15 +188,16 @@ pub(super) struct Uninstalled {
 }
 
 /// Uninstall a plugin from a tenant (its data stays unless `purge_data=true`).
-#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins", security(("admin_token" = [])),
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/plugins/{plugin}", tag = "plugins", security(("bearer" = [])),
     params(("tenant" = String, Path), ("plugin" = String, Path), UninstallQuery),
     responses((status = 200, body = Uninstalled), (status = 404, body = ErrorBody)))]
 pub(super) async fn uninstall_plugin(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Path((tenant, plugin)): Path<(String, String)>,
     Query(q): Query<UninstallQuery>,
 ) -> Result<Json<Uninstalled>, ApiError> {
-    let purged_keys = p.uninstall(&tenant, &plugin, q.purge_data).await?;
+    let purged_keys = p.uninstall(&who, &tenant, &plugin, q.purge_data).await?;
     Ok(Json(Uninstalled { purged_keys }))
 }
 
@@ -215,12 +210,13 @@ pub(super) struct SuspendBody {
 }
 
 /// Suspend a plugin at a tenant: its gateway answers 503 until resumed.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/suspend", tag = "plugins", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/suspend", tag = "plugins", security(("bearer" = [])),
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     request_body(content = SuspendBody, description = "Optional reason"),
     responses((status = 200, body = Installation), (status = 404, body = ErrorBody)))]
 pub(super) async fn suspend_plugin(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Path((tenant, plugin)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Installation>, ApiError> {
@@ -246,21 +242,23 @@ pub(super) async fn suspend_plugin(
         ));
     }
     Ok(Json(
-        p.set_status(&tenant, &plugin, Status::Suspended, Some(&reason))
+        p.set_status(&who, &tenant, &plugin, Status::Suspended, Some(&reason))
             .await?,
     ))
 }
 
 /// Resume a suspended plugin at a tenant.
-#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/resume", tag = "plugins", security(("admin_token" = [])),
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/resume", tag = "plugins", security(("bearer" = [])),
     params(("tenant" = String, Path), ("plugin" = String, Path)),
     responses((status = 200, body = Installation), (status = 404, body = ErrorBody)))]
 pub(super) async fn resume_plugin(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Path((tenant, plugin)): Path<(String, String)>,
 ) -> Result<Json<Installation>, ApiError> {
     Ok(Json(
-        p.set_status(&tenant, &plugin, Status::Active, None).await?,
+        p.set_status(&who, &tenant, &plugin, Status::Active, None)
+            .await?,
     ))
 }
 
@@ -273,20 +271,130 @@ pub(super) struct AuditQuery {
     /// At most this many (1–1000, default 100).
     #[serde(default = "default_audit_limit")]
     limit: u32,
+    /// Acted by this person (as actor or as assistant).
+    person: Option<String>,
+    /// Concerning this person's data.
+    subject: Option<String>,
+    plugin: Option<String>,
+    tenant: Option<String>,
+    /// Actions starting with this, e.g. `identity.` or `plugin.install`.
+    action: Option<String>,
 }
 
 fn default_audit_limit() -> u32 {
     100
 }
 
-/// The audit log, oldest first: who did what, to which tenant and plugin, with what outcome.
-/// Each record carries the previous record's hash.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("admin_token" = [])),
+/// The audit log, oldest first: who (person, assistant, plugin) did what, at which tenant, to
+/// whose data, with what outcome. Each record carries the previous record's hash. A person
+/// needs the audit-admin role and sees the records of their subtree.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])),
     params(AuditQuery),
-    responses((status = 200, body = Vec<AuditRecord>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<AuditRecord>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn list_audit(
     State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<Vec<AuditRecord>>, ApiError> {
-    Ok(Json(p.audit_records(q.after, q.limit).await?))
+    let query = crate::storage::audit::Query {
+        after: q.after,
+        limit: q.limit,
+        person: q.person,
+        subject: q.subject,
+        plugin: q.plugin,
+        tenants: q.tenant.map(|t| vec![t]),
+        action_prefix: q.action,
+    };
+    Ok(Json(p.audit_records(&who, query).await?))
+}
+
+/// The result of checking the audit chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct AuditVerdict {
+    intact: bool,
+    /// Records checked (when intact).
+    records: Option<u64>,
+    /// The first broken record and why (when not).
+    broken_at: Option<i64>,
+    reason: Option<String>,
+}
+
+/// Verify the hash chain of the whole audit log (county audit admins).
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    responses((status = 200, body = AuditVerdict), (status = 403, body = ErrorBody)))]
+pub(super) async fn verify_audit(
+    State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
+) -> Result<Json<AuditVerdict>, ApiError> {
+    use crate::storage::audit::Verdict;
+    Ok(Json(match p.verify_audit(&who).await? {
+        Verdict::Intact { records } => AuditVerdict {
+            intact: true,
+            records: Some(records),
+            broken_at: None,
+            reason: None,
+        },
+        Verdict::Broken { seq, reason } => AuditVerdict {
+            intact: false,
+            records: None,
+            broken_at: Some(seq),
+            reason: Some(reason),
+        },
+    }))
+}
+
+/// Grant one capability to an installation (it takes effect on the plugin's next call).
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/grants/{capability}", tag = "plugins", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("plugin" = String, Path), ("capability" = String, Path, description = "e.g. `identity.phone`")),
+    responses((status = 200, body = Installation), (status = 400, body = ErrorBody, description = "The plugin does not ask for it"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn grant(
+    State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
+    Path((tenant, plugin, capability)): Path<(String, String, String)>,
+) -> Result<Json<Installation>, ApiError> {
+    Ok(Json(
+        p.set_grant(&who, &tenant, &plugin, &capability, true)
+            .await?,
+    ))
+}
+
+/// Revoke one capability (from the plugin's next call). Revoking a required capability also
+/// suspends the installation.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/grants/{capability}", tag = "plugins", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("plugin" = String, Path), ("capability" = String, Path)),
+    responses((status = 200, body = Installation), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn revoke(
+    State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
+    Path((tenant, plugin, capability)): Path<(String, String, String)>,
+) -> Result<Json<Installation>, ApiError> {
+    Ok(Json(
+        p.set_grant(&who, &tenant, &plugin, &capability, false)
+            .await?,
+    ))
+}
+
+/// The subtrees an installation above village level serves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Serves {
+    /// Tenant ids below the installation's tenant; empty: all of its subtree.
+    serves: Vec<String>,
+}
+
+/// Restrict a township- or county-level installation to some of the places below it.
+#[utoipa::path(put, path = "/api/v1/tenants/{tenant}/plugins/{plugin}/serves", tag = "plugins", security(("bearer" = [])),
+    params(("tenant" = String, Path), ("plugin" = String, Path)),
+    request_body = Serves,
+    responses((status = 200, body = Installation), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn set_serves(
+    State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
+    Path((tenant, plugin)): Path<(String, String)>,
+    body: Result<Json<Serves>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Installation>, ApiError> {
+    let Json(body) = body.map_err(super::bad_json)?;
+    Ok(Json(
+        p.set_serves(&who, &tenant, &plugin, &body.serves).await?,
+    ))
 }

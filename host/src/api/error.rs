@@ -29,6 +29,11 @@ pub struct ErrorDetail {
     /// Why a plugin call failed or a plugin is suspended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Structured facts: the grants a plugin needs (`grants_required`), when a lock ends
+    /// (`account_locked`), the row errors of an import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// An HTTP error response.
@@ -48,9 +53,15 @@ impl ApiError {
                 message: message.into(),
                 plugin: None,
                 reason: None,
+                detail: None,
             },
             www_authenticate: false,
         }
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.body.detail = Some(detail);
+        self
     }
 
     fn plugin(mut self, plugin: &str, reason: impl Into<String>) -> Self {
@@ -125,6 +136,28 @@ impl From<PlatformError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
             }
             PlatformError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            PlatformError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "resource_not_found", message)
+            }
+            PlatformError::Unauthenticated(_) => {
+                let mut e = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message);
+                e.www_authenticate = true;
+                e
+            }
+            PlatformError::Forbidden(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            PlatformError::Locked { until } => {
+                ApiError::new(StatusCode::LOCKED, "account_locked", message)
+                    .detail(serde_json::json!({ "locked_until": until }))
+            }
+            PlatformError::TooMany(_) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
+            }
+            PlatformError::GrantsNeeded(diff) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "grants_required", message)
+                    .detail(serde_json::to_value(&*diff).unwrap_or_default())
+            }
             PlatformError::Component(c) => match &c {
                 ComponentError::TooLarge { .. } => ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -8,7 +8,9 @@ use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::principal::Auth;
 use super::{ApiError, RequestId};
+use crate::identity::Principal;
 use crate::platform::Platform;
 use crate::runtime::bindings::{Header, Request as PluginRequest};
 use crate::storage::tenants::valid_id;
@@ -58,8 +60,14 @@ pub(super) async fn gateway(
     State(platform): State<Arc<Platform>>,
     Path(params): Path<HashMap<String, String>>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    Extension(Auth(principal)): Extension<Auth>,
     request: Request,
 ) -> Response {
+    // The admin token is not a person: it calls plugins anonymously.
+    let session = match &principal {
+        Some(Principal::Person(s)) => Some(s.clone()),
+        _ => None,
+    };
     let (tenant, plugin) = match (params.get("tenant"), params.get("plugin")) {
         (Some(t), Some(p)) if valid_id(t) && valid_id(p) => (t.clone(), p.clone()),
         _ => {
@@ -96,12 +104,46 @@ pub(super) async fn gateway(
         body: body.to_vec(),
     };
     match platform
-        .handle_request(&tenant, &plugin, &request_id, plugin_request)
+        .handle_request(
+            session.as_deref(),
+            &tenant,
+            &plugin,
+            &request_id,
+            plugin_request,
+        )
         .await
     {
-        Ok(r) => plugin_response(r),
+        Ok(r) => match checked_page(&r) {
+            Ok(()) => plugin_response(r),
+            Err(e) => {
+                tracing::warn!(%tenant, %plugin, error = %e, "plugin returned an invalid page");
+                platform.metrics.invalid_page(&tenant, &plugin);
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "invalid_page",
+                    format!("插件返回的页面无效 / the plugin returned an invalid page: {e}"),
+                )
+                .into_response()
+            }
+        },
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// A response that says it is a page must be one: checked against the schema and its limits
+/// before any browser sees it.
+fn checked_page(r: &crate::runtime::bindings::Response) -> Result<(), linli_ui::PageError> {
+    let is_page = r.headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case("content-type")
+            && h.value
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with(linli_ui::MEDIA_TYPE)
+    });
+    if is_page {
+        linli_ui::Page::parse(&r.body)?;
+    }
+    Ok(())
 }
 
 fn plugin_headers(headers: &HeaderMap) -> Vec<Header> {

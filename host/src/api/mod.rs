@@ -2,13 +2,17 @@
 //! described by an OpenAPI document generated from these handlers (`/api/v1/openapi.json`).
 
 mod admin;
+mod auth;
+mod devices;
 mod error;
 mod gateway;
+mod people;
+pub mod principal;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,8 +35,9 @@ pub struct RequestId(pub String);
 #[openapi(
     info(
         title = "linli",
-        description = "linli host API: health, metrics, the plugin gateway and the admin API. \
-                       Admin calls need `Authorization: Bearer <admin_token>`.",
+        description = "linli host API: health, metrics, sign-in, the plugin gateway and the admin API. \
+                       Signed-in calls send `Authorization: Bearer <token>`: a session token from \
+                       `/api/v1/auth/*`, or the bootstrap `admin_token`.",
     ),
     paths(gateway::gateway_doc),
     modifiers(&BearerAuth),
@@ -42,6 +47,10 @@ pub struct RequestId(pub String);
         (name = "tenants", description = "The tenant tree"),
         (name = "plugins", description = "Plugins installed at tenants"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "auth", description = "Signing in and out, assisted mode"),
+        (name = "me", description = "The signed-in person's own data"),
+        (name = "people", description = "Residents and staff, roles, the roster import, residents' rights"),
+        (name = "devices", description = "The device registry: gates, sensors, emergency buttons…"),
     )
 )]
 struct ApiDoc;
@@ -52,7 +61,7 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = openapi.components.as_mut() {
             components.add_security_scheme(
-                "admin_token",
+                "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
         }
@@ -71,10 +80,15 @@ pub fn router(platform: Arc<Platform>) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(crate::shell::router())
         .route("/t/{tenant}/p/{plugin}", any(gateway::gateway))
         .route("/t/{tenant}/p/{plugin}/", any(gateway::gateway))
         .route("/t/{tenant}/p/{plugin}/{*path}", any(gateway::gateway))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            platform.clone(),
+            principal::authenticate,
+        ))
         .layer(middleware::from_fn(request_id))
         .with_state(platform)
 }
@@ -88,17 +102,56 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
         .routes(routes!(admin::get_plugin, admin::uninstall_plugin))
         .routes(routes!(admin::suspend_plugin))
         .routes(routes!(admin::resume_plugin))
+        .routes(routes!(admin::grant, admin::revoke))
+        .routes(routes!(admin::set_serves))
         .routes(routes!(admin::list_audit))
-        .layer(admin::body_limit(&platform))
-        .route_layer(middleware::from_fn_with_state(
-            platform,
-            admin::require_admin,
-        ));
+        .routes(routes!(admin::verify_audit))
+        .routes(routes!(people::list_people, people::create_person))
+        .routes(routes!(people::import_people))
+        .routes(routes!(people::get_person))
+        .routes(routes!(people::assign_role))
+        .routes(routes!(people::revoke_role))
+        .routes(routes!(people::unlock))
+        .routes(routes!(people::set_password))
+        .routes(routes!(people::export_person))
+        .routes(routes!(people::erase_person))
+        .routes(routes!(devices::device_kinds))
+        .routes(routes!(devices::list_devices, devices::create_device))
+        .routes(routes!(devices::import_devices))
+        .routes(routes!(
+            devices::get_device,
+            devices::update_device,
+            devices::delete_device
+        ))
+        .routes(routes!(devices::rotate_secret))
+        .routes(routes!(devices::device_message))
+        .routes(routes!(devices::pending_commands))
+        .routes(routes!(devices::answer_command))
+        .routes(routes!(devices::device_commands))
+        .routes(routes!(devices::broker_auth))
+        .routes(routes!(devices::broker_acl))
+        .layer(admin::body_limit(&platform));
+    let auth = OpenApiRouter::new()
+        .routes(routes!(auth::sign_in_password))
+        .routes(routes!(auth::send_code))
+        .routes(routes!(auth::sign_in_code))
+        .routes(routes!(auth::sign_in_totp))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::rotate))
+        .routes(routes!(auth::start_assist))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(auth::inbox))
+        .routes(routes!(auth::export_me))
+        .routes(routes!(auth::data_use))
+        .routes(routes!(auth::features))
+        .layer(DefaultBodyLimit::max(64 << 10));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .merge(admin)
+        .merge(auth)
         .split_for_parts()
 }
 
@@ -118,6 +171,15 @@ fn with_self_path(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
         ),
     );
     doc
+}
+
+/// A request body that is not the JSON a route expects.
+pub(crate) fn bad_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!("请求格式错误 / bad request body: {e}"),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::metadata_only;
+use super::{denied, metadata_only};
 use crate::runtime::HostState;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::linli::plugin::data::{
@@ -17,10 +17,12 @@ use crate::storage::kv;
 
 impl HostState {
     fn data_ready(&self) -> Result<(), WitError> {
-        if self.capabilities_enabled {
-            Ok(())
-        } else {
+        if !self.capabilities_enabled {
             Err(metadata_only("data"))
+        } else if !self.call.granted("data") {
+            Err(denied("data"))
+        } else {
+            Ok(())
         }
     }
 
@@ -113,23 +115,28 @@ impl data::Host for HostState {
         self.check_key(&key)?;
         self.check_value(&value)?;
         self.check_hostcall(key.len() + value.len())?;
-        kv::set(
+        kv::set_staged(
             &self.call.db,
             &self.call.scope,
             &key,
             &value,
             self.limits.keys_per_scope,
+            &self.staged,
         )
         .await
-        .map_err(|e| self.storage_error(e))
+        .map_err(|e| self.storage_error(e))?;
+        self.staged.clear();
+        Ok(())
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
         self.data_ready()?;
         self.check_key(&key)?;
-        kv::delete(&self.call.db, &self.call.scope, &key)
+        let deleted = kv::delete_staged(&self.call.db, &self.call.scope, &key, &self.staged)
             .await
-            .map_err(|e| self.storage_error(e))
+            .map_err(|e| self.storage_error(e))?;
+        self.staged.clear();
+        Ok(deleted)
     }
 
     async fn exists(&mut self, key: String) -> Result<bool, WitError> {
@@ -196,15 +203,18 @@ impl data::Host for HostState {
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
         self.data_ready()?;
         self.check_key(&key)?;
-        kv::increment(
+        let value = kv::increment_staged(
             &self.call.db,
             &self.call.scope,
             &key,
             delta,
             self.limits.keys_per_scope,
+            &self.staged,
         )
         .await
-        .map_err(|e| self.storage_error(e))
+        .map_err(|e| self.storage_error(e))?;
+        self.staged.clear();
+        Ok(value)
     }
 
     async fn compare_and_swap(
@@ -221,16 +231,21 @@ impl data::Host for HostState {
         let carried =
             key.len() + expected.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len);
         self.check_hostcall(carried)?;
-        kv::compare_and_swap(
+        let swapped = kv::compare_and_swap_staged(
             &self.call.db,
             &self.call.scope,
             &key,
             expected.as_deref(),
             new.as_deref(),
             self.limits.keys_per_scope,
+            &self.staged,
         )
         .await
-        .map_err(|e| self.storage_error(e))
+        .map_err(|e| self.storage_error(e))?;
+        if swapped {
+            self.staged.clear();
+        }
+        Ok(swapped)
     }
 
     async fn batch(
@@ -290,15 +305,19 @@ impl data::Host for HostState {
             });
         }
         self.check_hostcall(carried)?;
-        let outcome = kv::batch(
+        let outcome = kv::batch_staged(
             &self.call.db,
             &self.call.scope,
             &pres,
             &ops,
             self.limits.keys_per_scope,
+            &self.staged,
         )
         .await
         .map_err(|e| self.storage_error(e))?;
+        if outcome == kv::BatchOutcome::Committed {
+            self.staged.clear();
+        }
         Ok(match outcome {
             kv::BatchOutcome::Committed => BatchOutcome::Committed,
             kv::BatchOutcome::PreconditionFailed(i) => BatchOutcome::PreconditionFailed(i),

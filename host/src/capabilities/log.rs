@@ -61,7 +61,8 @@ pub fn truncate(line: &str, max: usize) -> std::borrow::Cow<'_, str> {
 
 impl log::Host for HostState {
     async fn log(&mut self, level: Level, message: String) {
-        if !self.capabilities_enabled || !self.call.log_limiter.admit() {
+        if !self.capabilities_enabled || !self.call.granted("log") || !self.call.log_limiter.admit()
+        {
             return;
         }
         let line = truncate(&message, self.limits.log_line_bytes);

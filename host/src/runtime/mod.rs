@@ -537,6 +537,19 @@ impl Runtime {
             Err(_) => Err(CallError::Deadline(timeout_ms)),
         };
         drop(permit);
+        // What the call asked the outbox for and no data change carried: written now if the
+        // call finished, dropped with the call if it did not.
+        let result = match result {
+            Ok(out) if !store.data().staged.is_empty() => {
+                let state = store.data_mut();
+                let staged = std::mem::take(&mut state.staged);
+                match crate::storage::outbox::write_staged(&state.call.db, &staged).await {
+                    Ok(()) => Ok(out),
+                    Err(e) => Err(CallError::Host(anyhow::anyhow!("writing the outbox: {e}"))),
+                }
+            }
+            other => other,
+        };
         let state = store.data();
         let stats = CallStats {
             peak_memory: state.limiter.peak_memory,
@@ -754,7 +767,7 @@ fn validate_metadata(m: bindings::Metadata) -> Result<PluginMetadata, String> {
     if m.schedules.len() > MAX_CAPABILITIES
         || m.schedules
             .iter()
-            .any(|s| !topic_ok(&s.name) || s.cron.split_whitespace().count() != 5)
+            .any(|s| !topic_ok(&s.name) || crate::platform::events::parse_cron(&s.cron).is_err())
     {
         return Err("schedules: at most 64, each a name and a five-field cron expression".into());
     }
@@ -791,13 +804,12 @@ pub fn valid_capability(name: &str) -> bool {
         "address",
         "tags",
     ];
-    let kebab = |s: &str| {
-        !s.is_empty() && s.len() <= 40 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-    };
     match name.split_once('.') {
         None => matches!(name, "data" | "log" | "identity"),
         Some(("identity", field)) => IDENTITY_FIELDS.contains(&field),
-        Some(("device", kind)) => kebab(kind),
+        Some(("device", kind)) => crate::storage::devices::DeviceKind::ALL
+            .iter()
+            .any(|k| k.as_str() == kind),
         Some(("messaging", what)) => matches!(what, "notify" | "publish"),
         _ => false,
     }
@@ -815,6 +827,7 @@ mod tests {
             "identity",
             "identity.phone",
             "device.gate",
+            "device.emergency-button",
             "messaging.notify",
         ] {
             assert!(valid_capability(ok), "{ok}");
@@ -825,6 +838,7 @@ mod tests {
             "identity.password",
             "device.",
             "device.Gate",
+            "device.toaster",
             "messaging.spam",
             "data.x",
         ] {

@@ -1,6 +1,7 @@
 //! The per-call `Store` data: who is calling (scope), the capabilities' state, WASI's minimal
 //! context, and the resource limiter.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -9,6 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::log::LogLimiter;
 use crate::config::Limits;
+use crate::identity::Caller;
 use crate::storage::Db;
 use crate::storage::kv::Scope;
 
@@ -22,6 +24,23 @@ pub struct CallContext {
     pub db: Db,
     /// The installation's log budget, shared by all its calls.
     pub log_limiter: Arc<LogLimiter>,
+    /// Root-first path of the tenant the call is for (the installation's tenant or a place
+    /// below it): the identity capability never reaches outside its subtree.
+    pub served: Vec<String>,
+    /// Who is calling; `None` for anonymous requests, events and hooks.
+    pub caller: Option<Arc<Caller>>,
+    /// The capabilities granted to the installation, read when the call starts: a revoke
+    /// takes effect on the next call.
+    pub grants: Arc<BTreeSet<String>>,
+    /// Where device commands go out and their answers come back.
+    pub commands: Arc<crate::commands::CommandBus>,
+}
+
+impl CallContext {
+    /// Whether the installation holds `capability`.
+    pub fn granted(&self, capability: &str) -> bool {
+        self.grants.contains(capability)
+    }
 }
 
 /// The data of one `Store`: one call of one plugin instance.
@@ -36,6 +55,12 @@ pub struct HostState {
     pub(crate) limiter: Limiter,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+    /// Device commands sent in this call (at most `MAX_COMMANDS_PER_CALL`).
+    pub(crate) commands_sent: u32,
+    /// Notifications and events this call asked for, not written yet: they go into the
+    /// outbox with the call's next data change, in its transaction, or when the call ends
+    /// without trapping (a call that traps sends none).
+    pub(crate) staged: Vec<crate::storage::outbox::Staged>,
 }
 
 impl HostState {
@@ -60,6 +85,8 @@ impl HostState {
             table: ResourceTable::new(),
             stdout,
             stderr,
+            commands_sent: 0,
+            staged: Vec::new(),
         }
     }
 }

@@ -15,8 +15,11 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// What happened, as the caller describes it.
 #[derive(Debug, Clone, Default)]
 pub struct Event<'a> {
-    /// Who acted: `admin-api`, `cli`, `system`, later a person id.
+    /// Who acted: a person id, `admin` (the bootstrap token or the local CLI), `system`, or
+    /// `anonymous`.
     pub actor: &'a str,
+    /// In assisted mode: the staff member who acted for `actor`.
+    pub assistant: Option<&'a str>,
     pub plugin: Option<&'a str>,
     pub tenant: Option<&'a str>,
     /// e.g. `tenant.create`, `plugin.install`, `plugin.suspend`.
@@ -36,15 +39,27 @@ pub struct Record {
     /// Milliseconds since the Unix epoch.
     pub at: i64,
     pub actor: String,
+    /// In assisted mode: the staff member who acted for `actor`.
+    pub assistant: Option<String>,
     pub plugin: Option<String>,
     pub tenant: Option<String>,
     pub action: String,
     pub subject: Option<String>,
     pub outcome: String,
-    /// JSON text.
+    /// JSON text as stored and hashed; served as the JSON value it holds.
+    #[serde(serialize_with = "detail_as_json")]
+    #[schema(value_type = Object)]
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// Serialises stored detail text as the JSON it holds, or as a string if it is not JSON.
+fn detail_as_json<S: serde::Serializer>(detail: &str, s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_str::<serde_json::Value>(detail) {
+        Ok(v) => serde::Serialize::serialize(&v, s),
+        Err(_) => s.serialize_str(detail),
+    }
 }
 
 impl Record {
@@ -66,18 +81,23 @@ impl Record {
         field(&self.outcome);
         field(&self.detail);
         field(&self.prev_hash);
+        // Added with assisted mode; absent from (and so not changing) earlier records' hashes.
+        if let Some(a) = &self.assistant {
+            field("assistant");
+            field(a);
+        }
         hex::encode(h.finalize())
     }
 }
 
-const COLUMNS: &str =
-    "seq, at, actor, plugin_id, tenant_id, action, subject, outcome, detail, prev_hash, hash";
+const COLUMNS: &str = "seq, at, actor, plugin_id, tenant_id, action, subject, outcome, detail, prev_hash, hash, assistant";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
     Ok(Record {
         seq: row.try_get("seq")?,
         at: row.try_get("at")?,
         actor: row.try_get("actor")?,
+        assistant: row.try_get("assistant")?,
         plugin: row.try_get("plugin_id")?,
         tenant: row.try_get("tenant_id")?,
         action: row.try_get("action")?,
@@ -92,56 +112,139 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
 /// Append a record at the end of the chain.
 pub async fn append(db: &Db, event: &Event<'_>) -> Result<Record> {
     let at = now_ms();
-    let detail = event.detail.to_string();
-    super::write_tx!(db, |tx| {
-        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-        let (seq, prev_hash) = match last {
-            Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
-            None => (1, GENESIS.to_owned()),
-        };
-        let mut record = Record {
-            seq,
-            at,
-            actor: event.actor.to_owned(),
-            plugin: event.plugin.map(str::to_owned),
-            tenant: event.tenant.map(str::to_owned),
-            action: event.action.to_owned(),
-            subject: event.subject.map(str::to_owned),
-            outcome: event.outcome.to_owned(),
-            detail: detail.clone(),
-            prev_hash,
-            hash: String::new(),
-        };
-        record.hash = record.compute_hash();
-        let sql = format!(
-            "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        );
-        sqlx::query(&sql)
-            .bind(record.seq)
-            .bind(record.at)
-            .bind(&record.actor)
-            .bind(record.plugin.as_deref())
-            .bind(record.tenant.as_deref())
-            .bind(&record.action)
-            .bind(record.subject.as_deref())
-            .bind(&record.outcome)
-            .bind(&record.detail)
-            .bind(&record.prev_hash)
-            .bind(&record.hash)
-            .execute(&mut **tx)
-            .await?;
-        Ok(record)
-    })
+    super::write_tx!(db, |tx| { append_in(tx, event, at).await })
+}
+
+/// Append a record inside the caller's write transaction, so the record and what it records
+/// commit together.
+pub(crate) async fn append_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    event: &Event<'_>,
+    at: i64,
+) -> Result<Record> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let last = match last {
+        Some(row) => Some(row),
+        // Everything kept was pruned: carry on from the retention anchor.
+        None => {
+            sqlx::query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+    };
+    let (seq, prev_hash) = match last {
+        Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
+        None => (1, GENESIS.to_owned()),
+    };
+    let mut record = Record {
+        seq,
+        at,
+        actor: event.actor.to_owned(),
+        assistant: event.assistant.map(str::to_owned),
+        plugin: event.plugin.map(str::to_owned),
+        tenant: event.tenant.map(str::to_owned),
+        action: event.action.to_owned(),
+        subject: event.subject.map(str::to_owned),
+        outcome: event.outcome.to_owned(),
+        detail: event.detail.to_string(),
+        prev_hash,
+        hash: String::new(),
+    };
+    record.hash = record.compute_hash();
+    let sql = format!(
+        "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    );
+    sqlx::query(&sql)
+        .bind(record.seq)
+        .bind(record.at)
+        .bind(&record.actor)
+        .bind(record.plugin.as_deref())
+        .bind(record.tenant.as_deref())
+        .bind(&record.action)
+        .bind(record.subject.as_deref())
+        .bind(&record.outcome)
+        .bind(&record.detail)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .bind(record.assistant.as_deref())
+        .execute(&mut **tx)
+        .await?;
+    Ok(record)
+}
+
+/// Which records to list: every filter that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Records after this sequence number.
+    pub after: i64,
+    pub limit: u32,
+    /// Acted by this person (as `actor` or as `assistant`).
+    pub person: Option<String>,
+    /// Concerned this person's data (`subject`).
+    pub subject: Option<String>,
+    pub plugin: Option<String>,
+    /// At one of these tenants.
+    pub tenants: Option<Vec<String>>,
+    /// Actions starting with this (e.g. `identity.`).
+    pub action_prefix: Option<String>,
 }
 
 /// Records after `after_seq`, oldest first, at most `limit`.
 pub async fn list(db: &Db, after_seq: i64, limit: u32) -> Result<Vec<Record>> {
-    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-    let rows = sqlx::query(&sql)
-        .bind(after_seq)
-        .bind(i64::from(limit))
+    query(
+        db,
+        &Query {
+            after: after_seq,
+            limit,
+            ..Query::default()
+        },
+    )
+    .await
+}
+
+/// Records matching `q`, oldest first.
+pub async fn query(db: &Db, q: &Query) -> Result<Vec<Record>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1");
+    let mut binds: Vec<String> = Vec::new();
+    let mark = |v: &str, binds: &mut Vec<String>| {
+        binds.push(v.to_owned());
+        format!("${}", binds.len() + 1)
+    };
+    if let Some(p) = &q.person {
+        let m1 = mark(p, &mut binds);
+        let m2 = mark(p, &mut binds);
+        sql.push_str(&format!(" AND (actor = {m1} OR assistant = {m2})"));
+    }
+    if let Some(s) = &q.subject {
+        sql.push_str(&format!(" AND subject = {}", mark(s, &mut binds)));
+    }
+    if let Some(p) = &q.plugin {
+        sql.push_str(&format!(" AND plugin_id = {}", mark(p, &mut binds)));
+    }
+    if let Some(ts) = &q.tenants {
+        if ts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = ts.iter().map(|t| mark(t, &mut binds)).collect();
+        sql.push_str(&format!(" AND tenant_id IN ({})", marks.join(", ")));
+    }
+    if let Some(a) = &q.action_prefix {
+        // Compared with substr so `_` and `%` in the prefix are not patterns.
+        let m = mark(a, &mut binds);
+        sql.push_str(&format!(
+            " AND substr(action, 1, {}) = {m}",
+            a.chars().count()
+        ));
+    }
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", binds.len() + 2));
+    let mut query = sqlx::query(&sql).bind(q.after);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let rows = query
+        .bind(i64::from(q.limit.max(1)))
         .fetch_all(db.pool())
         .await?;
     rows.iter().map(from_row).collect()
@@ -156,15 +259,36 @@ pub enum Verdict {
     Broken { seq: i64, reason: String },
 }
 
-/// Walk the whole chain from the first record.
+/// Where the kept chain starts: after the last pruned record (seq, hash), or the genesis.
+async fn anchor(db: &Db) -> Result<(i64, String)> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => (r.try_get(0)?, r.try_get(1)?),
+        None => (0, GENESIS.to_owned()),
+    })
+}
+
+/// Walk the whole kept chain, from the first record (or the last pruned one's successor).
+/// An anchor moved by hand is caught too: the prune that set it is itself a record in the
+/// chain, naming the seq and hash it pruned through.
 pub async fn verify(db: &Db) -> Result<Verdict> {
-    let mut expected_seq = 1i64;
-    let mut prev_hash = GENESIS.to_owned();
+    let (anchor_seq, anchor_hash) = anchor(db).await?;
+    let mut expected_seq = anchor_seq + 1;
+    let mut prev_hash = anchor_hash.clone();
+    let mut prune_recorded = anchor_seq == 0;
     loop {
         let page = list(db, expected_seq - 1, 1_000).await?;
         if page.is_empty() {
+            if !prune_recorded {
+                return Ok(Verdict::Broken {
+                    seq: anchor_seq,
+                    reason: "the retention anchor is not backed by an audit.prune record".into(),
+                });
+            }
             return Ok(Verdict::Intact {
-                records: (expected_seq - 1) as u64,
+                records: (expected_seq - 1 - anchor_seq) as u64,
             });
         }
         for r in page {
@@ -186,8 +310,61 @@ pub async fn verify(db: &Db) -> Result<Verdict> {
                     reason: "its contents do not match its hash (edited)".into(),
                 });
             }
+            if r.action == "audit.prune"
+                && serde_json::from_str::<serde_json::Value>(&r.detail).is_ok_and(|d| {
+                    d["through_seq"] == anchor_seq && d["through_hash"] == anchor_hash.as_str()
+                })
+            {
+                prune_recorded = true;
+            }
             prev_hash = r.hash;
             expected_seq += 1;
         }
     }
+}
+
+/// Delete records older than `before_ms` (retention), keeping the chain verifiable: the
+/// anchor remembers the last deleted record, and an `audit.prune` record appended in the same
+/// transaction names it. Returns how many were deleted.
+pub async fn prune(db: &Db, before_ms: i64, actor: &str) -> Result<u64> {
+    let now = now_ms();
+    super::write_tx!(db, |tx| {
+        let last =
+            sqlx::query("SELECT seq, hash FROM audit_log WHERE at < $1 ORDER BY seq DESC LIMIT 1")
+                .bind(before_ms)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(last) = last else {
+            return Ok(0);
+        };
+        let through_seq: i64 = last.try_get(0)?;
+        let through_hash: String = last.try_get(1)?;
+        let deleted = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(through_seq)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM audit_anchor")
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO audit_anchor (id, seq, hash) VALUES (1, $1, $2)")
+            .bind(through_seq)
+            .bind(&through_hash)
+            .execute(&mut **tx)
+            .await?;
+        let event = Event {
+            actor,
+            action: "audit.prune",
+            outcome: "ok",
+            detail: serde_json::json!({
+                "through_seq": through_seq,
+                "through_hash": through_hash,
+                "deleted": deleted,
+                "before": before_ms,
+            }),
+            ..Event::default()
+        };
+        append_in(tx, &event, now).await?;
+        Ok(deleted)
+    })
 }

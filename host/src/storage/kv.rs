@@ -6,6 +6,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
+use super::outbox::{Staged, write_staged_in};
 use super::{Db, Result, StorageError};
 
 /// The (tenant, plugin) a data operation is confined to.
@@ -145,11 +146,35 @@ pub fn prefix_successor(prefix: &str) -> Option<String> {
 }
 
 pub async fn set(db: &Db, scope: &Scope, key: &str, value: &[u8], max_keys: u64) -> Result<()> {
-    super::write_tx!(db, |tx| { tx_put(tx, scope, key, value, max_keys).await })
+    set_staged(db, scope, key, value, max_keys, &[]).await
+}
+
+/// [`set`], writing `staged` outbox entries in the same transaction.
+pub async fn set_staged(
+    db: &Db,
+    scope: &Scope,
+    key: &str,
+    value: &[u8],
+    max_keys: u64,
+    staged: &[Staged],
+) -> Result<()> {
+    super::write_tx!(db, |tx| {
+        tx_put(tx, scope, key, value, max_keys).await?;
+        write_staged_in(tx, staged).await
+    })
 }
 
 pub async fn delete(db: &Db, scope: &Scope, key: &str) -> Result<bool> {
-    super::write_tx!(db, |tx| { tx_delete(tx, scope, key).await })
+    delete_staged(db, scope, key, &[]).await
+}
+
+/// [`delete`], writing `staged` outbox entries in the same transaction.
+pub async fn delete_staged(db: &Db, scope: &Scope, key: &str, staged: &[Staged]) -> Result<bool> {
+    super::write_tx!(db, |tx| {
+        let deleted = tx_delete(tx, scope, key).await?;
+        write_staged_in(tx, staged).await?;
+        Ok(deleted)
+    })
 }
 
 pub async fn increment(
@@ -159,8 +184,22 @@ pub async fn increment(
     delta: i64,
     max_keys: u64,
 ) -> Result<i64> {
+    increment_staged(db, scope, key, delta, max_keys, &[]).await
+}
+
+/// [`increment`], writing `staged` outbox entries in the same transaction.
+pub async fn increment_staged(
+    db: &Db,
+    scope: &Scope,
+    key: &str,
+    delta: i64,
+    max_keys: u64,
+    staged: &[Staged],
+) -> Result<i64> {
     super::write_tx!(db, |tx| {
-        tx_increment(tx, scope, key, delta, max_keys).await
+        let value = tx_increment(tx, scope, key, delta, max_keys).await?;
+        write_staged_in(tx, staged).await?;
+        Ok(value)
     })
 }
 
@@ -174,6 +213,20 @@ pub async fn compare_and_swap(
     new: Option<&[u8]>,
     max_keys: u64,
 ) -> Result<bool> {
+    compare_and_swap_staged(db, scope, key, expected, new, max_keys, &[]).await
+}
+
+/// [`compare_and_swap`], writing `staged` outbox entries in the same transaction if it
+/// swapped.
+pub async fn compare_and_swap_staged(
+    db: &Db,
+    scope: &Scope,
+    key: &str,
+    expected: Option<&[u8]>,
+    new: Option<&[u8]>,
+    max_keys: u64,
+    staged: &[Staged],
+) -> Result<bool> {
     super::write_tx!(db, |tx| {
         let current = tx_get(tx, scope, key).await?;
         if current.as_deref() != expected {
@@ -185,6 +238,7 @@ pub async fn compare_and_swap(
                 tx_delete(tx, scope, key).await?;
             }
         }
+        write_staged_in(tx, staged).await?;
         Ok(true)
     })
 }
@@ -196,6 +250,18 @@ pub async fn batch(
     preconditions: &[Precondition],
     operations: &[Operation],
     max_keys: u64,
+) -> Result<BatchOutcome> {
+    batch_staged(db, scope, preconditions, operations, max_keys, &[]).await
+}
+
+/// [`batch`], writing `staged` outbox entries in the same transaction if it committed.
+pub async fn batch_staged(
+    db: &Db,
+    scope: &Scope,
+    preconditions: &[Precondition],
+    operations: &[Operation],
+    max_keys: u64,
+    staged: &[Staged],
 ) -> Result<BatchOutcome> {
     super::write_tx!(db, |tx| {
         for (i, pre) in preconditions.iter().enumerate() {
@@ -221,6 +287,7 @@ pub async fn batch(
                 }
             }
         }
+        write_staged_in(tx, staged).await?;
         Ok(BatchOutcome::Committed)
     })
 }
@@ -329,6 +396,66 @@ async fn tx_increment(
     })?;
     tx_put(tx, scope, key, next.to_string().as_bytes(), max_keys).await?;
     Ok(next)
+}
+
+/// The key prefix under which a plugin keeps data about one person (`r/<person-id>/`): what
+/// residents' export and erasure find in every plugin's data.
+pub fn person_prefix(person: &str) -> String {
+    format!("r/{person}/")
+}
+
+/// Every plugin's entries under `prefix`, at every tenant: (tenant, plugin, key, value).
+pub async fn across_scopes(
+    db: &Db,
+    prefix: &str,
+) -> Result<Vec<(String, String, String, Vec<u8>)>> {
+    let upper = prefix_successor(prefix).unwrap_or_else(|| "\u{10FFFF}".repeat(2));
+    let rows = sqlx::query(
+        "SELECT tenant_id, plugin_id, key, value FROM kv WHERE key >= $1 AND key < $2 \
+         ORDER BY tenant_id, plugin_id, key",
+    )
+    .bind(prefix)
+    .bind(&upper)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .collect()
+}
+
+/// Delete every plugin's entries under `prefix`, keeping each scope's key count right.
+pub async fn delete_across_scopes(db: &Db, prefix: &str) -> Result<u64> {
+    let upper = prefix_successor(prefix).unwrap_or_else(|| "\u{10FFFF}".repeat(2));
+    super::write_tx!(db, |tx| {
+        let rows = sqlx::query(
+            "SELECT tenant_id, plugin_id, COUNT(*) FROM kv WHERE key >= $1 AND key < $2 \
+             GROUP BY tenant_id, plugin_id",
+        )
+        .bind(prefix)
+        .bind(&upper)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut total = 0u64;
+        for r in &rows {
+            let scope = Scope {
+                tenant: r.try_get(0)?,
+                plugin: r.try_get(1)?,
+            };
+            let n: i64 = r.try_get(2)?;
+            sqlx::query(
+                "DELETE FROM kv WHERE tenant_id = $1 AND plugin_id = $2 AND key >= $3 AND key < $4",
+            )
+            .bind(&scope.tenant)
+            .bind(&scope.plugin)
+            .bind(prefix)
+            .bind(&upper)
+            .execute(&mut **tx)
+            .await?;
+            adjust_usage(tx, &scope, -n).await?;
+            total += n as u64;
+        }
+        Ok(total)
+    })
 }
 
 /// A counter is the decimal ASCII form of an i64 (so it is also a JSON number).

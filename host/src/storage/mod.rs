@@ -7,8 +7,15 @@
 //! serialization conflicts, so callers can read-modify-write without lost updates.
 
 pub mod audit;
+pub mod commands;
+pub mod devices;
+pub mod inbox;
 pub mod installs;
 pub mod kv;
+pub mod outbox;
+pub mod people;
+pub mod schedules;
+pub mod sessions;
 pub mod tenants;
 
 use std::path::Path;
@@ -141,8 +148,11 @@ impl Db {
             return false;
         }
         *attempt += 1;
-        let jitter = rand::random::<u64>() % (1 + u64::from((*attempt).min(10)) * 2);
-        tokio::time::sleep(Duration::from_millis(jitter)).await;
+        // Full jitter over an exponentially growing window (1, 2, 4 … 64 ms): under a
+        // burst of conflicting writers the losers spread out instead of colliding again.
+        let window = 1u64 << (*attempt).min(6);
+        let pause = rand::random::<u64>() % (window + 1);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         true
     }
 }

@@ -20,6 +20,10 @@ pub enum TenantKind {
     Village,
     /// 网格
     Grid,
+    /// 楼栋 (optional, under a community, village or grid)
+    Building,
+    /// 户 (optional, under a building, community, village or grid)
+    Household,
 }
 
 impl TenantKind {
@@ -30,6 +34,8 @@ impl TenantKind {
             TenantKind::Community => "community",
             TenantKind::Village => "village",
             TenantKind::Grid => "grid",
+            TenantKind::Building => "building",
+            TenantKind::Household => "household",
         }
     }
 
@@ -40,6 +46,8 @@ impl TenantKind {
             "community" => TenantKind::Community,
             "village" => TenantKind::Village,
             "grid" => TenantKind::Grid,
+            "building" => TenantKind::Building,
+            "household" => TenantKind::Household,
             _ => return None,
         })
     }
@@ -51,6 +59,17 @@ impl TenantKind {
             TenantKind::Township => &[Some(TenantKind::County)],
             TenantKind::Community | TenantKind::Village => &[Some(TenantKind::Township)],
             TenantKind::Grid => &[Some(TenantKind::Community), Some(TenantKind::Village)],
+            TenantKind::Building => &[
+                Some(TenantKind::Community),
+                Some(TenantKind::Village),
+                Some(TenantKind::Grid),
+            ],
+            TenantKind::Household => &[
+                Some(TenantKind::Community),
+                Some(TenantKind::Village),
+                Some(TenantKind::Grid),
+                Some(TenantKind::Building),
+            ],
         }
     }
 }
@@ -211,6 +230,38 @@ fn tree_order(all: Vec<Tenant>) -> Vec<Tenant> {
         out.push(t);
     }
     out
+}
+
+/// The path from the root down to `id` (inclusive); empty if `id` does not exist.
+pub async fn path(db: &Db, id: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+             SELECT id, parent_id, 0 FROM tenants WHERE id = $1 \
+             UNION ALL \
+             SELECT t.id, t.parent_id, up.depth + 1 FROM tenants t JOIN up ON t.id = up.parent_id \
+             WHERE up.depth < 32) \
+         SELECT id FROM up ORDER BY depth DESC",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+}
+
+/// `id` and every tenant below it.
+pub async fn subtree(db: &Db, id: &str) -> Result<Vec<String>> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE down(id, depth) AS ( \
+             SELECT id, 0 FROM tenants WHERE id = $1 \
+             UNION ALL \
+             SELECT t.id, down.depth + 1 FROM tenants t JOIN down ON t.parent_id = down.id \
+             WHERE down.depth < 32) \
+         SELECT id FROM down ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
 pub async fn count(db: &Db) -> Result<i64> {

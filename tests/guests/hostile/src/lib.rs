@@ -47,6 +47,42 @@ impl Plugin for Hostile {
     fn handle(request: Request) -> Response {
         Router::new()
             .get("/ping", |_, _| Ok(Response::text(200, "pong")))
+            // Pages that break the page schema in one way each: the host must refuse them.
+            .get("/page/{kind}", |req, params| {
+                let kind = params.get("kind").unwrap_or("");
+                let n = size_param(req, 10);
+                let body = match kind {
+                    "good" => serde_json::json!({"linli_page": 1, "title": "ok", "body": [
+                        {"type": "text", "text": "<script>alert(1)</script>"}]}),
+                    "html" => serde_json::json!({"linli_page": 1, "title": "t", "body": [
+                        {"type": "html", "html": "<script>alert(1)</script>"}]}),
+                    "script-link" => serde_json::json!({"linli_page": 1, "title": "t", "body": [
+                        {"type": "list", "items": [{"title": "x", "path": "javascript:alert(1)"}]}]}),
+                    "offsite-redirect" => serde_json::json!({"linli_page": 1, "title": "t",
+                        "redirect": "//evil.example/"}),
+                    "deep" => (0..n).fold(serde_json::json!({"type": "text", "text": "x"}), |inner, _| {
+                        serde_json::json!({"type": "card", "title": "c", "body": [inner]})
+                    }),
+                    "many" => serde_json::json!({"linli_page": 1, "title": "t",
+                        "body": vec![serde_json::json!({"type": "text", "text": "x"}); n]}),
+                    "long-text" => serde_json::json!({"linli_page": 1, "title": "t", "body": [
+                        {"type": "text", "text": "x".repeat(n)}]}),
+                    _ => serde_json::json!("not a page"),
+                };
+                let body = if kind == "deep" {
+                    serde_json::json!({"linli_page": 1, "title": "t", "body": [body]})
+                } else {
+                    body
+                };
+                Ok(Response {
+                    status: 200,
+                    headers: vec![(
+                        "content-type".into(),
+                        "Application/Vnd.Linli.Page+JSON; version=1".into(),
+                    )],
+                    body: serde_json::to_vec(&body).unwrap_or_default(),
+                })
+            })
             // Spin forever: the epoch deadline must stop it.
             .get("/loop", |_, _| {
                 let mut x: u64 = 0;

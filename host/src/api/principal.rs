@@ -1,0 +1,148 @@
+//! Who is calling: `Authorization: Bearer <token>` (or the shell's `linli_session` cookie)
+//! resolved once per request into a [`Principal`] — the bootstrap admin token is Root, a
+//! session token (`lls_…`) is a person. Handlers take [`Authed`] (anyone signed in) or
+//! [`SignedIn`] (a person); the gateway takes the optional [`Auth`].
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use super::ApiError;
+use crate::identity::{Principal, Session};
+use crate::platform::{Platform, PlatformError};
+
+/// The name of the session cookie the web shell uses.
+pub const SESSION_COOKIE: &str = "linli_session";
+
+/// The principal of this request, if any (inserted by [`authenticate`]).
+#[derive(Clone, Debug)]
+pub struct Auth(pub Option<Principal>);
+
+/// The token a request carries: bearer header first, then the session cookie.
+pub fn token_of(parts: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(v) = parts
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    parts
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn unauthorized(code: &'static str, message: &str) -> Response {
+    let mut e = ApiError::new(StatusCode::UNAUTHORIZED, code, message);
+    e.www_authenticate = true;
+    e.into_response()
+}
+
+/// Resolve the caller. A token that is neither the admin token nor a live session is an
+/// error (401), never silently anonymous: a token reused after logout is refused.
+pub(super) async fn authenticate(
+    State(platform): State<Arc<Platform>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match token_of(req.headers()) {
+        None => None,
+        // A device's secret: no person; only the device-message route accepts it.
+        Some(token) if token.starts_with(crate::storage::devices::SECRET_PREFIX) => None,
+        // The broker's auth hook: no person; only the hook routes accept it.
+        Some(token)
+            if platform
+                .config
+                .devices
+                .broker_hook_token
+                .as_deref()
+                .is_some_and(|hook| {
+                    Sha256::digest(token.as_bytes()) == Sha256::digest(hook.as_bytes())
+                }) =>
+        {
+            None
+        }
+        Some(token) if token.starts_with("lls_") => match platform.session(&token).await {
+            Ok(s) => Some(Principal::Person(s)),
+            Err(PlatformError::Unauthenticated(m)) => return unauthorized("session_invalid", &m),
+            Err(e) => return ApiError::from(e).into_response(),
+        },
+        Some(token) => match platform.config.admin_token.as_deref() {
+            // Compare digests so the time taken does not depend on how much matched.
+            Some(expected)
+                if Sha256::digest(token.as_bytes()) == Sha256::digest(expected.as_bytes()) =>
+            {
+                Some(Principal::Root)
+            }
+            Some(_) => {
+                return unauthorized(
+                    "unauthorized",
+                    "令牌无效 / invalid token: sign in, or use the admin bearer token",
+                );
+            }
+            None => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "admin_disabled",
+                    "未配置管理令牌，只能用账号登录 / no admin_token is configured: sign in with an account",
+                )
+                .into_response();
+            }
+        },
+    };
+    req.extensions_mut().insert(Auth(principal));
+    next.run(req).await
+}
+
+fn sign_in_required() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "请先登录 / sign in first (Authorization: Bearer <token>)",
+    );
+    e.www_authenticate = true;
+    e
+}
+
+/// Anyone signed in: Root (the admin token) or a person.
+pub struct Authed(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Auth>() {
+            Some(Auth(Some(p))) => Ok(Authed(p.clone())),
+            _ => Err(sign_in_required()),
+        }
+    }
+}
+
+/// A signed-in person (not the admin token).
+pub struct SignedIn(pub Arc<Session>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Auth>() {
+            Some(Auth(Some(Principal::Person(s)))) => Ok(SignedIn(s.clone())),
+            Some(Auth(Some(_))) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "person_required",
+                "此操作须以个人账号登录 / this needs a personal account, not the admin token",
+            )),
+            _ => Err(sign_in_required()),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The secrets of signing in: argon2id password hashes, opaque session tokens (stored as
+//! sha256), one-time SMS codes, TOTP for admins, and the SMS senders.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::config::SmsConfig;
+
+/// Shortest and longest password accepted.
+pub const PASSWORD_CHARS: (usize, usize) = (8, 128);
+
+/// Check a new password against the policy; the message says what is wrong (zh / en).
+pub fn check_password_policy(pw: &str) -> Result<(), String> {
+    let n = pw.chars().count();
+    if n < PASSWORD_CHARS.0 || n > PASSWORD_CHARS.1 {
+        return Err(format!(
+            "密码须为 {}–{} 个字符 / a password must be {}–{} characters",
+            PASSWORD_CHARS.0, PASSWORD_CHARS.1, PASSWORD_CHARS.0, PASSWORD_CHARS.1
+        ));
+    }
+    let classes = [
+        pw.chars().any(|c| c.is_ascii_lowercase()),
+        pw.chars().any(|c| c.is_ascii_uppercase()),
+        pw.chars().any(|c| c.is_ascii_digit()),
+        pw.chars().any(|c| !c.is_ascii_alphanumeric()),
+    ];
+    if classes.iter().filter(|c| **c).count() < 2 {
+        return Err(
+            "密码须包含字母、数字、符号中的至少两类 / a password needs at least two of: letters, digits, symbols".into(),
+        );
+    }
+    Ok(())
+}
+
+/// argon2id (the crate's defaults: 19 MiB, 2 passes) with a random salt, in PHC format.
+pub fn hash_password(pw: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(pw.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+}
+
+/// Whether `pw` matches a stored PHC hash (false for an unreadable hash).
+pub fn verify_password(pw: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+}
+
+/// A hash with the same cost as a real one, verified when the account does not exist so
+/// that the answer takes as long either way.
+pub fn dummy_verify(pw: &str) {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let h = DUMMY.get_or_init(|| hash_password("linli-dummy-password-0").unwrap_or_default());
+    let _ = verify_password(pw, h);
+}
+
+/// A new session token (`lls_` + 256 random bits) and its stored hash.
+pub fn new_token() -> (String, String) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = format!("lls_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// How a token is stored and looked up.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A six-digit sign-in code.
+pub fn new_code() -> String {
+    format!("{:06}", rand::rngs::OsRng.next_u32() % 1_000_000)
+}
+
+/// How a code is stored: bound to the phone it was sent to.
+pub fn code_hash(phone: &str, code: &str) -> String {
+    hex::encode(Sha256::digest(format!("{phone}:{code}").as_bytes()))
+}
+
+/// A new TOTP secret (160 bits, base32 without padding).
+pub fn new_totp_secret() -> String {
+    let mut bytes = [0u8; 20];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    totp_rs::Secret::Raw(bytes.to_vec())
+        .to_encoded()
+        .to_string()
+}
+
+fn totp(secret_b32: &str, account: &str) -> anyhow::Result<totp_rs::TOTP> {
+    let bytes = totp_rs::Secret::Encoded(secret_b32.to_owned())
+        .to_bytes()
+        .map_err(|e| anyhow::anyhow!("TOTP secret: {e:?}"))?;
+    totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        bytes,
+        Some("linli".into()),
+        account.to_owned(),
+    )
+    .map_err(|e| anyhow::anyhow!("TOTP: {e}"))
+}
+
+/// Whether `code` is the current TOTP code (or the one before or after: one step of skew).
+pub fn check_totp(secret_b32: &str, code: &str) -> bool {
+    code.len() == 6
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && totp(secret_b32, "x").is_ok_and(|t| t.check_current(code).unwrap_or(false))
+}
+
+/// The current code for a secret (the CLI's `linli auth totp-code`, for demos and tests).
+pub fn totp_now(secret_b32: &str) -> anyhow::Result<String> {
+    totp(secret_b32, "x")?
+        .generate_current()
+        .map_err(|e| anyhow::anyhow!("clock: {e}"))
+}
+
+/// The `otpauth://` URL an authenticator app scans.
+pub fn totp_url(secret_b32: &str, account: &str) -> anyhow::Result<String> {
+    Ok(totp(secret_b32, account)?.get_url())
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sends sign-in codes by SMS.
+pub trait SmsSender: Send + Sync {
+    fn send<'a>(&'a self, phone: &'a str, code: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// Development sender: writes the code to the host log (phone masked).
+pub struct LogSms;
+
+impl SmsSender for LogSms {
+    fn send<'a>(&'a self, phone: &'a str, code: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            tracing::info!(
+                phone = %super::mask::phone(phone),
+                code,
+                "短信验证码（开发发送器，仅写日志） / SMS sign-in code (dev sender: log only)"
+            );
+            Ok(())
+        })
+    }
+}
+
+/// Posts `{"phone", "code", "template"}` to an SMS gateway.
+pub struct HttpSms {
+    client: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    template: Option<String>,
+}
+
+impl SmsSender for HttpSms {
+    fn send<'a>(&'a self, phone: &'a str, code: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut req = self.client.post(&self.url).json(&serde_json::json!({
+                "phone": phone,
+                "code": code,
+                "template": self.template,
+            }));
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await?;
+            anyhow::ensure!(
+                resp.status().is_success(),
+                "SMS gateway answered {}",
+                resp.status()
+            );
+            Ok(())
+        })
+    }
+}
+
+/// The sender the configuration asks for.
+pub fn sms_sender(config: &SmsConfig) -> anyhow::Result<Box<dyn SmsSender>> {
+    Ok(match config {
+        SmsConfig::Log => Box::new(LogSms),
+        SmsConfig::Http {
+            url,
+            token,
+            template,
+        } => Box::new(HttpSms {
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?,
+            url: url.clone(),
+            token: token.clone(),
+            template: template.clone(),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords() {
+        let h = hash_password("Correct-horse-1").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("Correct-horse-1", &h));
+        assert!(!verify_password("correct-horse-1", &h));
+        assert!(!verify_password("x", "not a hash"));
+        assert!(check_password_policy("short1").is_err());
+        assert!(check_password_policy("alllowercase").is_err());
+        assert!(check_password_policy("lower-and-symbols").is_ok());
+    }
+
+    #[test]
+    fn tokens_and_codes() {
+        let (a, ha) = new_token();
+        let (b, _) = new_token();
+        assert_ne!(a, b);
+        assert_eq!(token_hash(&a), ha);
+        assert!(!ha.contains(&a));
+        let c = new_code();
+        assert_eq!(c.len(), 6);
+        assert_ne!(code_hash("13800138000", &c), code_hash("13800138001", &c));
+    }
+
+    #[test]
+    fn totp_round_trip() {
+        let s = new_totp_secret();
+        let code = totp_now(&s).unwrap();
+        assert!(check_totp(&s, &code));
+        let wrong = format!(
+            "{:06}",
+            (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
+        );
+        assert!(!check_totp(&s, &wrong));
+        assert!(!check_totp(&s, "12345"));
+        assert!(totp_url(&s, "p-1").unwrap().starts_with("otpauth://totp/"));
+    }
+}

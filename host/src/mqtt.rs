@@ -1,0 +1,364 @@
+//! The host's link to the MQTT broker devices talk to (`devices.mqtt_url`).
+//!
+//! Topic layout, namespaced by tenant and device (`<prefix>` is `devices.topic_prefix`):
+//! - `<prefix>/<tenant>/<device>/up` — the device's telemetry and events (JSON);
+//! - `<prefix>/<tenant>/<device>/down` — commands to the device (see [`crate::commands`]);
+//! - `<prefix>/<tenant>/<device>/ack` — the device's answers to them.
+//!
+//! The host subscribes with QoS 1 on a persistent session (`clean_session = false`, a stable
+//! client id), so messages queued while it was away arrive when it reconnects — also across a
+//! broker restart when the broker keeps its state on disk. With several replicas, set
+//! `devices.mqtt_shared_group`: the subscription becomes `$share/<group>/…` and each message
+//! reaches one replica. (Mosquitto 2.0 does not keep a shared subscription's queue across its
+//! own restart; a plain subscription it does — hence plain by default.) Acknowledgements are
+//! manual: a message is acknowledged only after it was checked and handed to the plugins
+//! (or refused for good), so a host that dies mid-delivery gets it again. Plugins never see
+//! the broker's address or credentials.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::Semaphore;
+
+use crate::config::DevicesConfig;
+use crate::platform::{Platform, PlatformError};
+
+/// Messages handled at once; more wait (and stay unacknowledged at the broker).
+const IN_FLIGHT: usize = 32;
+
+/// `(host, port)` of an `mqtt://host:port` URL.
+pub fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .context("devices.mqtt_url must start with mqtt://")?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().context("devices.mqtt_url: bad port")?),
+        None => (rest, 1883),
+    };
+    anyhow::ensure!(!host.is_empty(), "devices.mqtt_url: no host");
+    Ok((host.to_owned(), port))
+}
+
+/// MQTT options for `client_id` on the configured broker.
+pub fn options(cfg: &DevicesConfig, client_id: &str) -> anyhow::Result<MqttOptions> {
+    let url = cfg
+        .mqtt_url
+        .as_deref()
+        .context("devices.mqtt_url is not set")?;
+    let (host, port) = broker_address(url)?;
+    let mut o = MqttOptions::new(client_id, host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(cfg.payload_bytes + 1024, cfg.payload_bytes + 1024);
+    if let (Some(user), Some(pass)) = (&cfg.mqtt_username, &cfg.mqtt_password) {
+        o.set_credentials(user, pass);
+    }
+    Ok(o)
+}
+
+/// The topic a device publishes its messages on.
+pub fn up_topic(prefix: &str, tenant: &str, device: &str) -> String {
+    format!("{prefix}/{tenant}/{device}/up")
+}
+
+/// What a device sends on: its messages, or answers to commands.
+#[derive(Debug, PartialEq, Eq)]
+enum Channel {
+    Up,
+    Ack,
+}
+
+/// `(tenant, device, channel)` of a device topic under `prefix`.
+fn parse_topic(prefix: &str, topic: &str) -> Option<(String, String, Channel)> {
+    let mut parts = topic.split('/');
+    if parts.next()? != prefix {
+        return None;
+    }
+    let tenant = parts.next()?;
+    let device = parts.next()?;
+    let channel = match parts.next()? {
+        "up" => Channel::Up,
+        "ack" => Channel::Ack,
+        _ => return None,
+    };
+    parts
+        .next()
+        .is_none()
+        .then(|| (tenant.to_owned(), device.to_owned(), channel))
+}
+
+/// Run the link until the process ends: connect, subscribe, hand messages to the platform,
+/// and reconnect with backoff (0.5 s doubling to 30 s) whenever the broker goes away.
+pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
+    let cfg = platform.config.devices.clone();
+    let mut opts = options(&cfg, &cfg.mqtt_client_id)?;
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    platform
+        .commands
+        .set_publisher(client.clone(), cfg.topic_prefix.clone());
+    let filters = ["up", "ack"].map(|c| match &cfg.mqtt_shared_group {
+        Some(group) => format!("$share/{group}/{}/+/+/{c}", cfg.topic_prefix),
+        None => format!("{}/+/+/{c}", cfg.topic_prefix),
+    });
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff = Duration::from_millis(500);
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
+                // Subscribe on every connect: cheap, and right after a broker lost its state.
+                for filter in &filters {
+                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                        tracing::error!(error = %e, "MQTT subscribe failed");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
+                let (platform, client, prefix) =
+                    (platform.clone(), client.clone(), cfg.topic_prefix.clone());
+                tokio::spawn(async move {
+                    if handle(&platform, &prefix, &publish).await
+                        && let Err(e) = client.ack(&publish).await
+                    {
+                        tracing::warn!(error = %e, "MQTT ack failed; the broker will send it again");
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT link down");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// One message from the broker; whether to acknowledge it. Messages refused for good
+/// (unknown device, bad payload, over its rate) are acknowledged after being logged and
+/// counted; one the host could not process (the database unreachable, after three tries)
+/// is left unacknowledged, so the broker sends it again when the link reconnects.
+async fn handle(platform: &Platform, prefix: &str, publish: &rumqttc::Publish) -> bool {
+    let Some((tenant, device, channel)) = parse_topic(prefix, &publish.topic) else {
+        tracing::debug!(topic = %publish.topic, "ignored a message on a topic outside the layout");
+        return true;
+    };
+    if channel == Channel::Ack {
+        return match platform
+            .answer_command(Some(&tenant), &device, &publish.payload)
+            .await
+        {
+            Err(e @ (PlatformError::Storage(_) | PlatformError::Host(_))) => {
+                tracing::warn!(%device, error = %e, "command answer not processed");
+                false
+            }
+            Err(e) => {
+                tracing::info!(%device, %tenant, error = %e, "command answer refused");
+                true
+            }
+            Ok(()) => true,
+        };
+    }
+    let mut pause = Duration::from_millis(200);
+    for attempt in 1..=3 {
+        match platform
+            .ingest(Some(&tenant), &device, &publish.payload)
+            .await
+        {
+            Ok(done) => {
+                tracing::debug!(%device, deliveries = done.deliveries.len(), "device message handled");
+                return true;
+            }
+            Err(PlatformError::TooMany(_)) => {
+                tracing::debug!(%device, "device message dropped: rate limit");
+                return true;
+            }
+            Err(e @ (PlatformError::Storage(_) | PlatformError::Host(_))) => {
+                tracing::warn!(%device, attempt, error = %e, "device message not processed");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => {
+                tracing::info!(%device, %tenant, error = %e, "device message refused");
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// How a simulated device answers the commands it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimAnswer {
+    /// Carry it out and acknowledge it.
+    Ok,
+    /// Refuse it ("simulated refusal").
+    Refuse,
+    /// Never answer (the sender times out).
+    None,
+}
+
+/// The answer a simulated device gives to `command` (its wire form), if any.
+pub fn sim_answer(how: SimAnswer, command: &serde_json::Value) -> Option<serde_json::Value> {
+    let id = command.get("id")?.as_str()?;
+    match how {
+        SimAnswer::Ok => Some(serde_json::json!({
+            "id": id,
+            "ok": true,
+            "result": { "done": command.get("command").cloned().unwrap_or_default() },
+        })),
+        SimAnswer::Refuse => Some(serde_json::json!({
+            "id": id,
+            "ok": false,
+            "reason": "模拟拒绝 / simulated refusal",
+        })),
+        SimAnswer::None => None,
+    }
+}
+
+/// Play `device` on the broker: listen on its `down` topic, publish each of `payloads` on its
+/// `up` topic (QoS 1, each acknowledged by the broker) `interval` apart, and answer the
+/// commands that arrive as `answer` says until `listen` has passed after the last message (or
+/// one second after the last command). `seen` is called with each command received.
+#[allow(clippy::too_many_arguments)]
+pub async fn play_device(
+    cfg: &DevicesConfig,
+    tenant: &str,
+    device: &str,
+    payloads: Vec<Vec<u8>>,
+    interval: Duration,
+    listen: Duration,
+    answer: SimAnswer,
+    mut seen: impl FnMut(&serde_json::Value),
+) -> anyhow::Result<()> {
+    let client_id = format!("linli-sim-{device}-{}", std::process::id());
+    let opts = options(cfg, &client_id)?;
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    let down = crate::commands::down_topic(&cfg.topic_prefix, tenant, device);
+    let ack = format!("{}/{tenant}/{device}/ack", cfg.topic_prefix);
+    client.subscribe(&down, QoS::AtLeastOnce).await?;
+    let step = |e: Result<Event, rumqttc::ConnectionError>| -> anyhow::Result<Option<Packet>> {
+        match e? {
+            Event::Incoming(p) => Ok(Some(p)),
+            Event::Outgoing(_) => Ok(None),
+        }
+    };
+    // Wait for the subscription before sending, so no command is missed.
+    let subscribed = async {
+        loop {
+            if let Some(Packet::SubAck(_)) = step(eventloop.poll().await)? {
+                return anyhow::Ok(());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .context("the broker did not answer the subscription within 10 s")??;
+    let mut handle = |packet: Packet| -> Option<Vec<u8>> {
+        let Packet::Publish(p) = packet else {
+            return None;
+        };
+        let command: serde_json::Value = serde_json::from_slice(&p.payload).ok()?;
+        seen(&command);
+        sim_answer(answer, &command).map(|a| a.to_string().into_bytes())
+    };
+    for (i, payload) in payloads.into_iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        client
+            .publish(
+                up_topic(&cfg.topic_prefix, tenant, device),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
+        let acked = async {
+            loop {
+                match step(eventloop.poll().await)? {
+                    Some(Packet::PubAck(_)) => return anyhow::Ok(()),
+                    Some(packet) => {
+                        if let Some(reply) = handle(packet) {
+                            client.publish(&ack, QoS::AtLeastOnce, false, reply).await?;
+                        }
+                    }
+                    None => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), acked)
+            .await
+            .context("the broker did not acknowledge within 10 s")??;
+    }
+    let listen_end = tokio::time::Instant::now() + listen;
+    let mut until = listen_end;
+    loop {
+        let packet = match tokio::time::timeout_at(until, eventloop.poll()).await {
+            Err(_) => break,
+            Ok(e) => step(e)?,
+        };
+        if let Some(packet) = packet {
+            let is_command = matches!(&packet, Packet::Publish(_));
+            if let Some(reply) = handle(packet) {
+                client.publish(&ack, QoS::AtLeastOnce, false, reply).await?;
+            }
+            if is_command {
+                until = listen_end.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+    // Let the last answers go out before leaving: they are queued before the disconnect.
+    let _ = client.disconnect().await;
+    let drain = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_addresses() {
+        assert_eq!(
+            parse_topic("linli", "linli/dongcun/sos-1/up"),
+            Some(("dongcun".into(), "sos-1".into(), Channel::Up))
+        );
+        assert_eq!(
+            parse_topic("linli", "linli/dongcun/gate-1/ack"),
+            Some(("dongcun".into(), "gate-1".into(), Channel::Ack))
+        );
+        assert_eq!(parse_topic("linli", "linli/dongcun/sos-1/down"), None);
+        assert_eq!(parse_topic("linli", "other/dongcun/sos-1/up"), None);
+        assert_eq!(parse_topic("linli", "linli/dongcun/sos-1/up/x"), None);
+        assert_eq!(up_topic("linli", "a", "b"), "linli/a/b/up");
+        assert_eq!(
+            broker_address("mqtt://127.0.0.1:1883").unwrap(),
+            ("127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            broker_address("mqtt://broker").unwrap(),
+            ("broker".into(), 1883)
+        );
+        assert!(broker_address("http://x").is_err());
+        assert!(broker_address("mqtt://:1").is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! Delivering the outbox: notifications plugins asked for reach the inbox of every recipient
+//! in the place the call was for, at least once, and never twice (one inbox row per entry
+//! and person, written in the same transaction that marks the entry delivered).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Platform, PlatformError};
+use crate::storage::outbox::{self, Entry};
+use crate::storage::people::{self, Filter, PersonKind};
+use crate::storage::{StorageError, now_ms, tenants};
+
+/// How often the worker looks for due entries.
+pub const OUTBOX_POLL: Duration = Duration::from_millis(200);
+
+/// The most people one notification reaches; beyond it the entry fails with this named.
+pub const MAX_RECIPIENTS: usize = 10_000;
+
+/// Who a notification is for, as stored in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "id")]
+pub enum Recipient {
+    Resident(String),
+    Household(String),
+    Role(String),
+    Everyone,
+}
+
+/// A `notify` entry's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The tenant the plugin's call was for: recipients are resolved inside its subtree.
+    pub served: String,
+    pub to: Vec<Recipient>,
+    pub title_zh: String,
+    pub title_en: String,
+    pub body_zh: String,
+    pub body_en: String,
+    pub link: Option<String>,
+    /// `normal`, `high` or `emergency`.
+    pub urgency: String,
+}
+
+impl Platform {
+    /// Deliver every due entry; how many were delivered.
+    pub async fn deliver_outbox(&self) -> Result<usize, PlatformError> {
+        let mut delivered = 0;
+        loop {
+            let due = outbox::due(&self.db, now_ms(), 100).await?;
+            if due.is_empty() {
+                return Ok(delivered);
+            }
+            let mut progressed = false;
+            for entry in &due {
+                match self.deliver_entry(entry).await {
+                    Ok(n) => {
+                        delivered += 1;
+                        progressed = true;
+                        if entry.kind == "notify" {
+                            tracing::info!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, recipients = n, "notification delivered");
+                        } else {
+                            outbox::delivered(&self.db, &entry.id, now_ms()).await?;
+                            tracing::debug!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, "event delivered");
+                        }
+                    }
+                    // A suspended installation's events wait without using up attempts.
+                    Err(e)
+                        if entry.kind != "notify"
+                            && !matches!(e, PlatformError::Conflict(_))
+                            && entry.attempts + 1 >= super::events::MAX_EVENT_ATTEMPTS =>
+                    {
+                        tracing::error!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, attempts = entry.attempts + 1, error = %e, "event given up");
+                        outbox::abandon(&self.db, &entry.id, &e.to_string()).await?;
+                    }
+                    Err(e) => {
+                        // Retry later, backing off: 2, 4, 8 … s, at most 10 minutes.
+                        let wait = 1_000i64 << (entry.attempts + 1).min(9);
+                        let next = now_ms() + wait.min(600_000);
+                        tracing::warn!(entry = %entry.id, plugin = %entry.plugin, attempts = entry.attempts + 1, error = %e, "notification not delivered; will retry");
+                        outbox::failed(&self.db, &entry.id, &e.to_string(), next).await?;
+                    }
+                }
+            }
+            if !progressed {
+                return Ok(delivered);
+            }
+        }
+    }
+
+    /// Run [`Self::deliver_outbox`] every [`OUTBOX_POLL`] until the process ends.
+    pub async fn run_outbox(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.deliver_outbox().await {
+                tracing::warn!(error = %e, "outbox delivery failed");
+            }
+            tokio::time::sleep(OUTBOX_POLL).await;
+        }
+    }
+
+    async fn deliver_entry(&self, entry: &Entry) -> Result<usize, PlatformError> {
+        match entry.kind.as_str() {
+            "notify" => {}
+            "tick" | "event" => return self.deliver_event(entry).await,
+            "channel" => return self.deliver_channel(entry).await,
+            other => {
+                return Err(PlatformError::Invalid(format!(
+                    "unknown outbox kind {other:?}"
+                )));
+            }
+        }
+        let notice: Notice = serde_json::from_str(&entry.payload)
+            .map_err(|e| PlatformError::Invalid(format!("outbox payload: {e}")))?;
+        let people = self.recipients(&notice).await?;
+        let jobs = self.channel_jobs(entry, &notice, &people).await?;
+        let at = now_ms();
+        crate::storage::write_tx!(&self.db, |tx| {
+            for (key, payload) in &jobs {
+                outbox::enqueue_in(tx, &entry.tenant, &entry.plugin, "channel", key, payload)
+                    .await?;
+            }
+            for person in &people {
+                outbox::inbox_in(
+                    tx,
+                    entry,
+                    person,
+                    (&notice.title_zh, &notice.title_en),
+                    (&notice.body_zh, &notice.body_en),
+                    notice.link.as_deref(),
+                    &notice.urgency,
+                    at,
+                )
+                .await?;
+            }
+            outbox::delivered_in(tx, &entry.id, at).await?;
+            Ok::<_, StorageError>(())
+        })?;
+        Ok(people.len())
+    }
+
+    /// The people a notice reaches: residents, households and everyone inside the served
+    /// subtree; role holders on its path or inside it (roles hold downward).
+    async fn recipients(&self, n: &Notice) -> Result<Vec<String>, PlatformError> {
+        let subtree = tenants::subtree(&self.db, &n.served).await?;
+        let path = tenants::path(&self.db, &n.served).await?;
+        let mut out = BTreeSet::new();
+        let residents = |household: Option<String>| Filter {
+            kind: Some(PersonKind::Resident),
+            tags: Vec::new(),
+            household,
+            born_on_or_before: None,
+        };
+        for r in &n.to {
+            match r {
+                Recipient::Resident(id) => {
+                    if let Some(p) = people::get(&self.db, id).await?
+                        && p.status == "active"
+                        && p.kind == PersonKind::Resident
+                        && subtree.contains(&p.tenant)
+                    {
+                        out.insert(p.id);
+                    }
+                }
+                Recipient::Household(h) => {
+                    self.all_people(&subtree, &residents(Some(h.clone())), &mut out)
+                        .await?
+                }
+                Recipient::Everyone => {
+                    self.all_people(&subtree, &residents(None), &mut out)
+                        .await?
+                }
+                Recipient::Role(role) => {
+                    let places: Vec<String> = path.iter().chain(&subtree).cloned().collect();
+                    out.extend(outbox::role_holders(&self.db, &places, role).await?);
+                }
+            }
+            if out.len() > MAX_RECIPIENTS {
+                return Err(PlatformError::TooMany(format!(
+                    "通知对象超过 {MAX_RECIPIENTS} 人 / more than {MAX_RECIPIENTS} recipients"
+                )));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    async fn all_people(
+        &self,
+        subtree: &[String],
+        filter: &Filter,
+        out: &mut BTreeSet<String>,
+    ) -> Result<(), PlatformError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = people::list(&self.db, subtree, filter, after.as_deref(), 1000).await?;
+            let more = page.len() == 1000;
+            after = page.last().map(|p| p.id.clone());
+            out.extend(page.into_iter().map(|p| p.id));
+            if !more || out.len() > MAX_RECIPIENTS {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,1027 @@
+//! The platform service: what the HTTP API and the CLI call. It ties storage, the runtime
+//! and metrics together and owns the policies around them — installs and upgrades, the
+//! install cache shared by replicas through the database, and suspension of plugins that trap.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+mod channels;
+mod demo;
+mod devices;
+pub mod events;
+mod grants;
+pub mod messaging;
+mod people;
+mod roster;
+mod sessions;
+pub mod telemetry;
+
+pub use demo::{DEMO_PASSWORD, DEMO_PHONE, DEMO_TOTP_SECRET, demo_accounts};
+pub use devices::{DeviceImportReport, DeviceWithSecret, NewSecret};
+pub use grants::{GrantChoice, GrantDiff};
+pub use people::{ImportFormat, ImportReport, PersonView, RoleGiven, RowError};
+pub use sessions::SignIn;
+
+use std::collections::BTreeSet;
+
+use crate::capabilities::log::LogLimiter;
+use crate::config::Config;
+use crate::identity::auth::SmsSender;
+use crate::identity::{Caller, Permission, Principal, Session};
+use crate::metrics::{Metrics, PluginLabels};
+use crate::runtime::bindings::{Header, Request, Response};
+use crate::runtime::{CallContext, CallError, ComponentError, PluginMetadata, Runtime};
+use crate::storage::audit;
+use crate::storage::installs::{self, InstallRow, Status};
+use crate::storage::kv::{self, Scope};
+use crate::storage::tenants::{self, Tenant, TenantKind};
+use crate::storage::{Db, StorageError, now_ms};
+
+/// How long a replica trusts its cached view of an installation before re-reading it, so an
+/// install, suspension or uninstall made through another replica takes effect within this.
+const INSTALL_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// Why a platform operation failed; the API maps each to a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("租户不存在 / tenant not found: {0}")]
+    TenantNotFound(String),
+    #[error("插件未安装 / plugin {plugin} is not installed at {tenant}")]
+    NotInstalled { tenant: String, plugin: String },
+    #[error("插件已暂停 / plugin {plugin} is suspended at {tenant}: {reason}")]
+    Suspended {
+        tenant: String,
+        plugin: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// No valid session (or wrong credentials).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Signed in, but not allowed to do this here.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many sign-in failures: locked until the given time (ms since the epoch).
+    #[error(
+        "账户已锁定，请稍后再试 / the account is locked after repeated failures; try again later"
+    )]
+    Locked { until: i64 },
+    /// A rate limit; the message says which and when to retry.
+    #[error("{0}")]
+    TooMany(String),
+    /// The plugin asks for capabilities that are not granted; nothing was installed.
+    #[error("需要管理员授权 / the plugin needs grants that were not given: {}", .0.missing_required.join(", "))]
+    GrantsNeeded(Box<GrantDiff>),
+    #[error(transparent)]
+    Component(ComponentError),
+    #[error("插件安装钩子失败 / the plugin's {hook} hook failed: {message}")]
+    HookFailed { hook: &'static str, message: String },
+    #[error("{plugin}: {error}")]
+    Call { plugin: String, error: CallError },
+    #[error(transparent)]
+    Storage(StorageError),
+    #[error(transparent)]
+    Host(#[from] anyhow::Error),
+}
+
+impl From<StorageError> for PlatformError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Invalid(m) => PlatformError::Invalid(m),
+            StorageError::Conflict(m) => PlatformError::Conflict(m),
+            StorageError::Quota(m) => PlatformError::TooMany(m),
+            other => PlatformError::Storage(other),
+        }
+    }
+}
+
+/// An installation as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Installation {
+    pub tenant: String,
+    pub plugin: String,
+    pub version: String,
+    /// sha256 of the component.
+    pub component: String,
+    pub status: Status,
+    /// Why it is suspended (or last changed state).
+    pub status_reason: Option<String>,
+    pub metadata: PluginMetadata,
+    /// Capabilities granted at this tenant.
+    pub grants: Vec<String>,
+    /// Subtrees served (for an installation above village level); empty: all of it.
+    pub serves: Vec<String>,
+    pub installed_at: i64,
+    pub updated_at: i64,
+}
+
+/// A feature (an installed plugin) available at a place, as the web shell's home shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Feature {
+    pub plugin: String,
+    pub title_zh: String,
+    pub title_en: String,
+    pub description_zh: String,
+    pub description_en: String,
+    /// Where it is installed: the place itself or a township/county above it.
+    pub installed_at: String,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InstallAction {
+    Installed,
+    Upgraded,
+    Unchanged,
+}
+
+/// The result of an install.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InstallReport {
+    pub action: InstallAction,
+    /// The version replaced by an upgrade.
+    pub previous_version: Option<String>,
+    /// How the requested capabilities changed against the previous version.
+    pub grants: GrantDiff,
+    pub installation: Installation,
+}
+
+fn to_installation(row: &InstallRow) -> Result<Installation, PlatformError> {
+    let metadata: PluginMetadata = serde_json::from_str(&row.metadata)
+        .with_context(|| format!("stored metadata of {}/{}", row.tenant_id, row.plugin_id))?;
+    Ok(Installation {
+        tenant: row.tenant_id.clone(),
+        plugin: row.plugin_id.clone(),
+        version: row.version.clone(),
+        component: row.component_hash.clone(),
+        status: row.status,
+        status_reason: row.status_reason.clone(),
+        metadata,
+        grants: row.grants.clone(),
+        serves: row.serves.clone(),
+        installed_at: row.installed_at,
+        updated_at: row.updated_at,
+    })
+}
+
+struct Cached {
+    row: Option<InstallRow>,
+    fetched: Instant,
+}
+
+type Key = (String, String);
+
+/// The platform: one per process.
+pub struct Platform {
+    pub config: Config,
+    pub db: Db,
+    pub runtime: Runtime,
+    pub metrics: Metrics,
+    sms: Box<dyn SmsSender>,
+    installs: Mutex<HashMap<Key, Cached>>,
+    traps: Mutex<HashMap<Key, VecDeque<Instant>>>,
+    log_limiters: Mutex<HashMap<Key, Arc<LogLimiter>>>,
+    device_buckets: Mutex<HashMap<String, telemetry::Bucket>>,
+    /// Commands to devices and their answers.
+    pub commands: Arc<crate::commands::CommandBus>,
+}
+
+impl Platform {
+    /// Create the data dir if needed, open it as a capability, connect the database (and
+    /// migrate), and build the runtime.
+    pub async fn open(config: Config) -> anyhow::Result<Arc<Platform>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let dir = Dir::open_ambient_dir(&config.data_dir, ambient_authority())
+            .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
+        let db = Db::connect(config.database_url.as_deref(), &config.data_dir)
+            .await
+            .context("connecting to the database")?;
+        let runtime = Runtime::new(&config.limits, Arc::new(dir))?;
+        let sms = crate::identity::auth::sms_sender(&config.auth.sms)?;
+        let metrics = Metrics::new();
+        let commands = Arc::new(crate::commands::CommandBus::new(
+            db.clone(),
+            metrics.device_commands(),
+        ));
+        Ok(Arc::new(Platform {
+            config,
+            db,
+            runtime,
+            metrics,
+            commands,
+            sms,
+            installs: Mutex::new(HashMap::new()),
+            traps: Mutex::new(HashMap::new()),
+            log_limiters: Mutex::new(HashMap::new()),
+            device_buckets: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn call_context(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        request_id: &str,
+        served: Vec<String>,
+        caller: Option<Arc<Caller>>,
+        grants: Arc<BTreeSet<String>>,
+    ) -> CallContext {
+        let key = (tenant.to_owned(), plugin.to_owned());
+        let log_limiter = self
+            .log_limiters
+            .lock()
+            .expect("log limiter lock")
+            .entry(key)
+            .or_insert_with(|| Arc::new(LogLimiter::new(self.config.limits.log_lines_per_second)))
+            .clone();
+        CallContext {
+            scope: Scope {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
+            },
+            request_id: request_id.to_owned(),
+            db: self.db.clone(),
+            log_limiter,
+            served,
+            caller,
+            grants,
+            commands: self.commands.clone(),
+        }
+    }
+
+    /// Log lines of an installation dropped for exceeding `limits.log_lines_per_second`.
+    pub fn log_lines_dropped(&self, tenant: &str, plugin: &str) -> u64 {
+        self.log_limiters
+            .lock()
+            .expect("log limiter lock")
+            .get(&(tenant.to_owned(), plugin.to_owned()))
+            .map_or(0, |l| l.dropped())
+    }
+
+    /// The root-first path of `tenant`, if `principal` holds `permission` there.
+    pub async fn authorize(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+        tenant: &str,
+    ) -> Result<Vec<String>, PlatformError> {
+        let path = tenants::path(&self.db, tenant).await?;
+        if path.is_empty() {
+            return Err(PlatformError::TenantNotFound(tenant.to_owned()));
+        }
+        if !principal.allows(permission, &path) {
+            return Err(forbidden(permission, tenant));
+        }
+        Ok(path)
+    }
+
+    /// Append to the audit log as `principal`.
+    async fn audit_as(
+        &self,
+        principal: &Principal,
+        event: audit::Event<'_>,
+    ) -> Result<(), PlatformError> {
+        let (actor, assistant) = principal.actor();
+        audit::append(
+            &self.db,
+            &audit::Event {
+                actor,
+                assistant,
+                ..event
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    // ---- tenants -------------------------------------------------------------------------
+
+    /// Create a tenant under `parent` (a county at the root needs the bootstrap admin).
+    pub async fn create_tenant(
+        &self,
+        principal: &Principal,
+        id: &str,
+        parent: Option<&str>,
+        kind: TenantKind,
+        name_zh: &str,
+        name_en: &str,
+    ) -> Result<Tenant, PlatformError> {
+        match parent {
+            Some(p) => {
+                self.authorize(principal, Permission::ManageTenants, p)
+                    .await?;
+            }
+            None if !principal.allows(Permission::ManageTenants, &[]) => {
+                return Err(forbidden(Permission::ManageTenants, "/"));
+            }
+            None => {}
+        }
+        let tenant = tenants::create(&self.db, id, parent, kind, name_zh, name_en)
+            .await
+            .map_err(|e| match e {
+                StorageError::NotFound(m) => PlatformError::TenantNotFound(m),
+                other => other.into(),
+            })?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(id),
+                action: "tenant.create",
+                outcome: "ok",
+                detail: serde_json::json!({ "parent": parent, "kind": kind, "name_zh": name_zh, "name_en": name_en }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(tenant)
+    }
+
+    /// Audit records matching `query`, oldest first. A person sees the records of the
+    /// subtrees where they may read the audit log (and records with no tenant only as Root).
+    pub async fn audit_records(
+        &self,
+        principal: &Principal,
+        mut query: audit::Query,
+    ) -> Result<Vec<audit::Record>, PlatformError> {
+        query.limit = query.limit.clamp(1, 1_000);
+        if let Some(scopes) = principal.scopes(Permission::ReadAudit) {
+            if scopes.is_empty() {
+                return Err(forbidden(Permission::ReadAudit, "/"));
+            }
+            let mut visible = Vec::new();
+            for s in scopes {
+                visible.extend(tenants::subtree(&self.db, &s).await?);
+            }
+            query.tenants = Some(match query.tenants.take() {
+                Some(asked) => asked.into_iter().filter(|t| visible.contains(t)).collect(),
+                None => visible,
+            });
+        }
+        Ok(audit::query(&self.db, &query).await?)
+    }
+
+    /// The audit records about one person's data (for that person: no role needed).
+    pub async fn data_use(
+        &self,
+        person: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<audit::Record>, PlatformError> {
+        let query = audit::Query {
+            after,
+            limit: limit.clamp(1, 200),
+            person: None,
+            subject: Some(person.to_owned()),
+            plugin: None,
+            tenants: None,
+            action_prefix: None,
+        };
+        Ok(audit::query(&self.db, &query).await?)
+    }
+
+    /// Check the audit chain (Root or an audit admin at the county).
+    pub async fn verify_audit(
+        &self,
+        principal: &Principal,
+    ) -> Result<audit::Verdict, PlatformError> {
+        self.require_global(principal, Permission::ReadAudit)
+            .await?;
+        Ok(audit::verify(&self.db).await?)
+    }
+
+    /// Delete audit records older than `audit.retention_days` (keeping the chain verifiable).
+    pub async fn prune_audit(&self) -> Result<u64, PlatformError> {
+        let days = i64::from(self.config.audit.retention_days.max(180));
+        let before = now_ms() - days * 24 * 3600 * 1000;
+        Ok(audit::prune(&self.db, before, "system").await?)
+    }
+
+    /// Periodic upkeep, safe on several replicas at once: drop expired sessions and login
+    /// codes, prune audit records past retention.
+    pub async fn housekeeping(&self) -> Result<(), PlatformError> {
+        let purged = crate::storage::sessions::purge_expired(&self.db).await?;
+        let pruned = self.prune_audit().await?;
+        if purged + pruned > 0 {
+            tracing::info!(purged, pruned, "housekeeping");
+        }
+        Ok(())
+    }
+
+    /// Permission at a root of the tenant tree (the county), for county-wide actions.
+    async fn require_global(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+    ) -> Result<(), PlatformError> {
+        let Some(scopes) = principal.scopes(permission) else {
+            return Ok(());
+        };
+        for s in scopes {
+            if tenants::path(&self.db, &s).await?.len() == 1 {
+                return Ok(());
+            }
+        }
+        Err(forbidden(permission, "/"))
+    }
+
+    /// The tenants `principal` may see: everything for Root, else the subtrees where they
+    /// hold any role, plus the path above them.
+    pub async fn tenants(&self, principal: &Principal) -> Result<Vec<Tenant>, PlatformError> {
+        let all = tenants::list(&self.db).await?;
+        let Principal::Person(session) = principal else {
+            return Ok(all);
+        };
+        let mut visible = BTreeSet::new();
+        for r in &session.roles {
+            visible.extend(tenants::subtree(&self.db, &r.tenant).await?);
+            visible.extend(tenants::path(&self.db, &r.tenant).await?);
+        }
+        visible.extend(tenants::path(&self.db, &session.person.tenant).await?);
+        Ok(all
+            .into_iter()
+            .filter(|t| visible.contains(&t.id))
+            .collect())
+    }
+
+    async fn require_tenant(&self, tenant: &str) -> Result<(), PlatformError> {
+        match tenants::get(&self.db, tenant).await? {
+            Some(_) => Ok(()),
+            None => Err(PlatformError::TenantNotFound(tenant.to_owned())),
+        }
+    }
+
+    // ---- installs ------------------------------------------------------------------------
+
+    /// Install `bytes` at `tenant`, or upgrade the installed version of the same plugin id,
+    /// granting what `grants` says. The component is validated (imports, exports, metadata),
+    /// every required capability must end up granted, and its install or upgrade hook must
+    /// succeed before the installation changes.
+    pub async fn install(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        bytes: &[u8],
+        grants: &GrantChoice,
+    ) -> Result<InstallReport, PlatformError> {
+        let path = self
+            .authorize(principal, Permission::ManagePlugins, tenant)
+            .await?;
+        let (hash, pre) = self
+            .runtime
+            .load_new(bytes)
+            .await
+            .map_err(PlatformError::Component)?;
+        let metadata = self
+            .runtime
+            .metadata(
+                &pre,
+                self.call_context(tenant, "-", "install", path.clone(), None, Arc::default()),
+            )
+            .await
+            .map_err(PlatformError::Component)?;
+        let plugin = metadata.id.clone();
+        let existing = installs::get(&self.db, tenant, &plugin).await?;
+        let previous_metadata: Option<PluginMetadata> = match &existing {
+            Some(row) => Some(to_installation(row)?.metadata),
+            None => None,
+        };
+        let diff = grants::resolve(
+            &metadata,
+            previous_metadata.as_ref(),
+            existing.as_ref().map(|r| r.grants.as_slice()),
+            grants,
+        )?;
+        if !diff.missing_required.is_empty() {
+            return Err(PlatformError::GrantsNeeded(Box::new(diff)));
+        }
+        if let Some(row) = &existing
+            && row.component_hash == hash
+            && row.grants == diff.granted
+        {
+            return Ok(InstallReport {
+                action: InstallAction::Unchanged,
+                previous_version: None,
+                grants: diff,
+                installation: to_installation(row)?,
+            });
+        }
+        installs::put_component(&self.db, &hash, bytes).await?;
+        let previous = existing.as_ref().map(|r| r.version.clone());
+        let same_component = existing.as_ref().is_some_and(|r| r.component_hash == hash);
+        let hook = if previous.is_some() {
+            "on-upgrade"
+        } else {
+            "on-install"
+        };
+        if !same_component {
+            let request_id = format!("install-{}", uuid::Uuid::new_v4().simple());
+            let outcome = self
+                .runtime
+                .lifecycle_hook(
+                    &pre,
+                    self.call_context(
+                        tenant,
+                        &plugin,
+                        &request_id,
+                        path,
+                        None,
+                        Arc::new(diff.granted.iter().cloned().collect()),
+                    ),
+                    previous.clone(),
+                )
+                .await
+                .map_err(|error| PlatformError::Call {
+                    plugin: plugin.clone(),
+                    error,
+                })?;
+            if let Err(message) = outcome {
+                return Err(PlatformError::HookFailed { hook, message });
+            }
+        }
+        let now = now_ms();
+        let row = InstallRow {
+            tenant_id: tenant.to_owned(),
+            plugin_id: plugin.clone(),
+            version: metadata.version.clone(),
+            component_hash: hash,
+            metadata: serde_json::to_string(&metadata).context("serialising metadata")?,
+            status: existing.as_ref().map_or(Status::Active, |r| r.status),
+            status_reason: existing.as_ref().and_then(|r| r.status_reason.clone()),
+            installed_at: existing.as_ref().map_or(now, |r| r.installed_at),
+            updated_at: now,
+            grants: diff.granted.clone(),
+            serves: existing
+                .as_ref()
+                .map(|r| r.serves.clone())
+                .unwrap_or_default(),
+        };
+        let action = match (&previous, same_component) {
+            (None, _) => "plugin.install",
+            (Some(_), true) => "plugin.grant",
+            (Some(_), false) => "plugin.upgrade",
+        };
+        let (actor, assistant) = principal.actor();
+        installs::upsert_audited(
+            &self.db,
+            &row,
+            &audit::Event {
+                actor,
+                assistant,
+                plugin: Some(&plugin),
+                tenant: Some(tenant),
+                action,
+                outcome: "ok",
+                detail: serde_json::json!({
+                    "version": row.version,
+                    "previous_version": previous,
+                    "component": row.component_hash,
+                    "granted": diff.granted,
+                    "newly_granted": diff.newly_granted,
+                    "added": diff.added,
+                    "now_required": diff.now_required,
+                    "removed": diff.removed,
+                }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        self.forget(&plugin);
+        tracing::info!(%tenant, %plugin, version = %row.version, ?previous, grants = ?row.grants, "plugin installed");
+        Ok(InstallReport {
+            action: match (&previous, same_component) {
+                (None, _) => InstallAction::Installed,
+                (Some(_), true) => InstallAction::Unchanged,
+                (Some(_), false) => InstallAction::Upgraded,
+            },
+            previous_version: previous,
+            grants: diff,
+            installation: to_installation(&row)?,
+        })
+    }
+
+    pub async fn installations(
+        &self,
+        principal: &Principal,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Installation>, PlatformError> {
+        let rows = match tenant {
+            Some(t) => {
+                self.authorize(principal, Permission::ReadPeople, t)
+                    .await
+                    .or(self
+                        .authorize(principal, Permission::ManagePlugins, t)
+                        .await)?;
+                installs::list(&self.db, Some(t)).await?
+            }
+            None => {
+                let all = installs::list(&self.db, None).await?;
+                match principal.scopes(Permission::ManagePlugins) {
+                    None => all,
+                    Some(scopes) => {
+                        let mut visible = BTreeSet::new();
+                        for s in scopes {
+                            visible.extend(tenants::subtree(&self.db, &s).await?);
+                        }
+                        all.into_iter()
+                            .filter(|r| visible.contains(&r.tenant_id))
+                            .collect()
+                    }
+                }
+            }
+        };
+        rows.iter().map(to_installation).collect()
+    }
+
+    pub async fn installation(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<Installation, PlatformError> {
+        self.authorize(principal, Permission::ManagePlugins, tenant)
+            .await
+            .or(self
+                .authorize(principal, Permission::ManageGrants, tenant)
+                .await)?;
+        match installs::get(&self.db, tenant, plugin).await? {
+            Some(row) => to_installation(&row),
+            None => Err(self.not_installed(tenant, plugin).await),
+        }
+    }
+
+    async fn not_installed(&self, tenant: &str, plugin: &str) -> PlatformError {
+        match self.require_tenant(tenant).await {
+            Err(e) => e,
+            Ok(()) => PlatformError::NotInstalled {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
+            },
+        }
+    }
+
+    pub async fn set_status(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        plugin: &str,
+        status: Status,
+        reason: Option<&str>,
+    ) -> Result<Installation, PlatformError> {
+        self.authorize(principal, Permission::ManagePlugins, tenant)
+            .await?;
+        if status == Status::Active
+            && let Some(row) = installs::get(&self.db, tenant, plugin).await?
+        {
+            let inst = to_installation(&row)?;
+            let missing: Vec<&str> = inst
+                .metadata
+                .required
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|c| !row.grants.iter().any(|g| g == c))
+                .collect();
+            if !missing.is_empty() {
+                return Err(PlatformError::Conflict(format!(
+                    "必需的能力未授权，不能恢复 / cannot resume: required capabilities are not granted: {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+        match installs::set_status(&self.db, tenant, plugin, status, reason).await {
+            Err(StorageError::NotFound(_)) => return Err(self.not_installed(tenant, plugin).await),
+            other => other?,
+        }
+        self.forget(plugin);
+        self.audit_as(
+            principal,
+            audit::Event {
+                plugin: Some(plugin),
+                tenant: Some(tenant),
+                action: if status == Status::Active {
+                    "plugin.resume"
+                } else {
+                    "plugin.suspend"
+                },
+                outcome: "ok",
+                detail: serde_json::json!({ "reason": reason }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        if status == Status::Active {
+            self.traps
+                .lock()
+                .expect("traps lock")
+                .remove(&(tenant.to_owned(), plugin.to_owned()));
+        }
+        tracing::info!(%tenant, %plugin, ?status, ?reason, "plugin status changed");
+        self.installation(principal, tenant, plugin).await
+    }
+
+    /// Uninstall; with `purge_data` also delete the plugin's data at this tenant.
+    pub async fn uninstall(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        plugin: &str,
+        purge_data: bool,
+    ) -> Result<u64, PlatformError> {
+        self.authorize(principal, Permission::ManagePlugins, tenant)
+            .await?;
+        match installs::delete(&self.db, tenant, plugin).await {
+            Err(StorageError::NotFound(_)) => return Err(self.not_installed(tenant, plugin).await),
+            other => other?,
+        }
+        self.forget(plugin);
+        crate::storage::schedules::forget(&self.db, tenant, plugin).await?;
+        let purged = if purge_data {
+            kv::purge(
+                &self.db,
+                &Scope {
+                    tenant: tenant.to_owned(),
+                    plugin: plugin.to_owned(),
+                },
+            )
+            .await?
+        } else {
+            0
+        };
+        self.audit_as(
+            principal,
+            audit::Event {
+                plugin: Some(plugin),
+                tenant: Some(tenant),
+                action: "plugin.uninstall",
+                outcome: "ok",
+                detail: serde_json::json!({ "purge_data": purge_data, "purged_keys": purged }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        tracing::info!(%tenant, %plugin, purge_data, purged, "plugin uninstalled");
+        Ok(purged)
+    }
+
+    /// Drop every cached resolution of `plugin` (an installation serves its subtree, so
+    /// requests to many tenants may have cached it).
+    fn forget(&self, plugin: &str) {
+        self.installs
+            .lock()
+            .expect("install cache lock")
+            .retain(|(_, p), _| p != plugin);
+    }
+
+    /// The installation of `plugin` serving the tenant at `path` (its own, or the nearest
+    /// ancestor's that serves this subtree), cached for [`INSTALL_CACHE_TTL`].
+    async fn cached_install(
+        &self,
+        path: &[String],
+        plugin: &str,
+    ) -> Result<Option<InstallRow>, PlatformError> {
+        let Some(tenant) = path.last() else {
+            return Ok(None);
+        };
+        let key = (tenant.clone(), plugin.to_owned());
+        if let Some(c) = self.installs.lock().expect("install cache lock").get(&key)
+            && c.fetched.elapsed() < INSTALL_CACHE_TTL
+        {
+            return Ok(c.row.clone());
+        }
+        let row = installs::nearest(&self.db, path, plugin)
+            .await?
+            .filter(|r| r.serves.is_empty() || r.serves.iter().any(|s| path.contains(s)));
+        self.installs.lock().expect("install cache lock").insert(
+            key,
+            Cached {
+                row: row.clone(),
+                fetched: Instant::now(),
+            },
+        );
+        Ok(row)
+    }
+
+    /// The installation of each plugin serving the tenant at `path` (installed there, or above
+    /// it and serving it): the nearest one, whatever its status.
+    pub(super) async fn serving(&self, path: &[String]) -> Result<Vec<InstallRow>, PlatformError> {
+        Ok(installs::serving(&self.db, path).await?)
+    }
+
+    /// The active plugins serving `tenant` (installed there, or above it and serving it),
+    /// the nearest installation of each, sorted by title. Public: titles are not personal.
+    pub async fn features(&self, tenant: &str) -> Result<Vec<Feature>, PlatformError> {
+        let path = tenants::path(&self.db, tenant).await?;
+        if path.is_empty() {
+            return Err(PlatformError::TenantNotFound(tenant.to_owned()));
+        }
+        let mut features = Vec::new();
+        for row in self.serving(&path).await? {
+            if row.status != Status::Active {
+                continue;
+            }
+            let m = to_installation(&row)?.metadata;
+            features.push(Feature {
+                plugin: row.plugin_id.clone(),
+                title_zh: m.title_zh,
+                title_en: m.title_en,
+                description_zh: m.description_zh,
+                description_en: m.description_en,
+                installed_at: row.tenant_id.clone(),
+            });
+        }
+        features.sort_by(|a, b| a.title_zh.cmp(&b.title_zh));
+        Ok(features)
+    }
+
+    // ---- the gateway ---------------------------------------------------------------------
+
+    /// Hand a request for `tenant` to a fresh instance of `plugin` (installed there or above
+    /// it), on behalf of `session` (`None`: anonymous).
+    pub async fn handle_request(
+        &self,
+        session: Option<&Session>,
+        tenant: &str,
+        plugin: &str,
+        request_id: &str,
+        mut request: Request,
+    ) -> Result<Response, PlatformError> {
+        let path = tenants::path(&self.db, tenant).await?;
+        if path.is_empty() {
+            return Err(PlatformError::TenantNotFound(tenant.to_owned()));
+        }
+        let caller = match session {
+            None => None,
+            Some(s) => {
+                let home = if let Some((resident, _)) = &s.acting_for {
+                    &resident.tenant
+                } else {
+                    &s.person.tenant
+                };
+                let home_path = tenants::path(&self.db, home).await?;
+                match Caller::for_request(s, &path, &home_path) {
+                    Some(c) => Some(Arc::new(c)),
+                    None => {
+                        return Err(PlatformError::Forbidden(format!(
+                            "不能访问其他村社的服务 / {tenant} is not your place"
+                        )));
+                    }
+                }
+            }
+        };
+        let Some(row) = self.cached_install(&path, plugin).await? else {
+            return Err(PlatformError::NotInstalled {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
+            });
+        };
+        let installed_at = row.tenant_id.clone();
+        if row.status == Status::Suspended {
+            return Err(PlatformError::Suspended {
+                tenant: installed_at,
+                plugin: plugin.to_owned(),
+                reason: row.status_reason.unwrap_or_default(),
+            });
+        }
+        // The host says which tenant the request is for; a client cannot.
+        request.headers.retain(|h| !h.name.starts_with("x-linli-"));
+        request.headers.push(Header {
+            name: "x-linli-tenant".into(),
+            value: tenant.to_owned(),
+        });
+        request.headers.push(Header {
+            name: "x-linli-installed-at".into(),
+            value: installed_at.clone(),
+        });
+        let db = self.db.clone();
+        let hash = row.component_hash.clone();
+        let pre = self
+            .runtime
+            .prepared(&row.component_hash, || async move {
+                installs::get_component(&db, &hash)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("component {hash} missing from the database"))
+            })
+            .await?;
+        let labels = PluginLabels {
+            tenant: installed_at.clone(),
+            plugin: plugin.to_owned(),
+        };
+        let started = Instant::now();
+        let grants: BTreeSet<String> = row.grants.iter().cloned().collect();
+        let context = self.call_context(
+            &installed_at,
+            plugin,
+            request_id,
+            path,
+            caller,
+            Arc::new(grants),
+        );
+        let (result, stats) = self.runtime.handle_http(&pre, context, request).await;
+        self.metrics
+            .observe(&labels, started.elapsed().as_secs_f64(), &result, stats);
+        match result {
+            Ok(r) => Ok(r),
+            Err(error) => {
+                if error.is_trap() {
+                    self.record_trap(&installed_at, plugin, &labels, &error)
+                        .await;
+                }
+                Err(PlatformError::Call {
+                    plugin: plugin.to_owned(),
+                    error,
+                })
+            }
+        }
+    }
+
+    /// Count a trap; past `limits.trap_threshold` within `limits.trap_window_secs`, suspend
+    /// the plugin at this tenant.
+    async fn record_trap(
+        &self,
+        tenant: &str,
+        plugin: &str,
+        labels: &PluginLabels,
+        error: &CallError,
+    ) {
+        let limits = &self.config.limits;
+        let window = Duration::from_secs(limits.trap_window_secs);
+        let suspend = {
+            let mut traps = self.traps.lock().expect("traps lock");
+            let times = traps
+                .entry((tenant.to_owned(), plugin.to_owned()))
+                .or_default();
+            let now = Instant::now();
+            times.push_back(now);
+            while times
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                times.pop_front();
+            }
+            let over = times.len() >= limits.trap_threshold as usize;
+            if over {
+                times.clear();
+            }
+            over
+        };
+        if suspend {
+            let reason = format!(
+                "{} 秒内出错 {} 次，已自动暂停 / failed {} times within {} s (limits.trap_threshold); last: {error}",
+                limits.trap_window_secs,
+                limits.trap_threshold,
+                limits.trap_threshold,
+                limits.trap_window_secs
+            );
+            match installs::set_status(&self.db, tenant, plugin, Status::Suspended, Some(&reason))
+                .await
+            {
+                Ok(()) => {
+                    self.metrics.suspended(labels);
+                    tracing::warn!(%tenant, %plugin, %reason, "plugin suspended");
+                    let event = audit::Event {
+                        actor: "system",
+                        plugin: Some(plugin),
+                        tenant: Some(tenant),
+                        action: "plugin.suspend",
+                        outcome: "ok",
+                        detail: serde_json::json!({ "reason": reason }),
+                        ..audit::Event::default()
+                    };
+                    if let Err(e) = audit::append(&self.db, &event).await {
+                        tracing::error!(%tenant, %plugin, error = %e, "could not audit the suspension");
+                    }
+                }
+                Err(e) => tracing::error!(%tenant, %plugin, error = %e, "could not suspend plugin"),
+            }
+            self.forget(plugin);
+        }
+    }
+
+    /// Database reachable?
+    pub async fn ready(&self) -> bool {
+        sqlx::query("SELECT 1")
+            .execute(self.db.pool())
+            .await
+            .is_ok()
+    }
+}
+
+/// The error for a missing permission.
+fn forbidden(permission: Permission, tenant: &str) -> PlatformError {
+    PlatformError::Forbidden(format!(
+        "无权在 {tenant} 执行此操作 / not allowed here ({permission:?} at {tenant})"
+    ))
+}

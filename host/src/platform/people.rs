@@ -1,0 +1,599 @@
+//! People: residents and staff, the roster import (一次采集、多方利用), roles, and residents'
+//! rights (export everything held about a person; erase on request).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Platform, PlatformError};
+use crate::identity::auth;
+use crate::identity::{Permission, Principal, ROLES, THREE_ADMINS, mask};
+use crate::storage::people::{self, Filter, Person, PersonInput, PersonKind, Upserted};
+use crate::storage::sessions::{self as store, Secret};
+use crate::storage::{StorageError, audit, inbox, kv, now_ms, tenants};
+
+/// Most data rows one import may hold.
+pub const IMPORT_MAX_ROWS: usize = 50_000;
+
+/// A row the import refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+pub struct RowError {
+    /// The row as a spreadsheet numbers it (the header is row 1).
+    pub row: usize,
+    /// The column at fault (`name`, `phone`, …), or `row`.
+    pub field: String,
+    pub message: String,
+}
+
+/// What an import did; with any error, nothing was imported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ImportReport {
+    pub imported: bool,
+    pub rows: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub errors: Vec<RowError>,
+}
+
+/// A person as list views show them: every personal field masked.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PersonView {
+    pub id: String,
+    pub kind: PersonKind,
+    pub tenant: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub id_number: Option<String>,
+    pub birth_date: Option<String>,
+    pub household: Option<String>,
+    pub address: Option<String>,
+    /// Only the tags of no special category.
+    pub tags: Vec<String>,
+}
+
+impl PersonView {
+    pub fn masked(p: &Person) -> PersonView {
+        PersonView {
+            id: p.id.clone(),
+            kind: p.kind,
+            tenant: p.tenant.clone(),
+            name: mask::name(&p.name),
+            phone: p.phone.as_deref().map(mask::phone),
+            id_number: p.id_number.as_deref().map(mask::id_number),
+            birth_date: p.birth_date.as_deref().map(mask::birth_date),
+            household: p.household.as_deref().map(mask::household),
+            address: p.address.as_deref().map(mask::address),
+            tags: mask::tags(&p.tags),
+        }
+    }
+}
+
+/// The result of giving a role: with an admin role and no authenticator yet, the TOTP
+/// enrolment (shown once).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RoleGiven {
+    pub changed: bool,
+    pub totp_url: Option<String>,
+}
+
+/// A file to import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportFormat {
+    Csv,
+    Xlsx,
+}
+
+impl Platform {
+    /// Create one person at `tenant` (409 if the ID number or phone is taken).
+    pub async fn create_person(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        kind: PersonKind,
+        input: &PersonInput,
+        password: Option<&str>,
+    ) -> Result<Person, PlatformError> {
+        let perm = if kind == PersonKind::Resident {
+            Permission::ManagePeople
+        } else {
+            Permission::ManageRoles
+        };
+        self.authorize(principal, perm, tenant).await?;
+        people::validate(input)
+            .map_err(|(field, msg)| PlatformError::Invalid(format!("{field}: {msg}")))?;
+        if let Some(phone) = &input.phone
+            && people::get_by_phone(&self.db, phone).await?.is_some()
+        {
+            return Err(PlatformError::Conflict(
+                "手机号已被使用 / the phone number is taken".into(),
+            ));
+        }
+        let (id, how) = people::upsert(&self.db, kind, tenant, input).await?;
+        if how != Upserted::Created {
+            return Err(PlatformError::Conflict(
+                "身份证号已登记 / a person with this ID number exists".into(),
+            ));
+        }
+        if let Some(pw) = password {
+            self.store_password(&id, pw).await?;
+        }
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(tenant),
+                action: "person.create",
+                subject: Some(&id),
+                outcome: "ok",
+                detail: serde_json::json!({ "kind": kind, "password": password.is_some() }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        people::get(&self.db, &id)
+            .await?
+            .ok_or_else(|| PlatformError::NotFound(id))
+    }
+
+    /// People whose home is in `tenant`'s subtree, masked, a page at a time.
+    pub async fn people(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        filter: &Filter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<PersonView>, Option<String>), PlatformError> {
+        self.authorize(principal, Permission::ReadPeople, tenant)
+            .await?;
+        let subtree = tenants::subtree(&self.db, tenant).await?;
+        let limit = limit.clamp(1, 500);
+        let page = people::list(&self.db, &subtree, filter, after, limit).await?;
+        let next = (page.len() == limit as usize).then(|| page.last().map(|p| p.id.clone()));
+        Ok((
+            page.iter().map(PersonView::masked).collect(),
+            next.flatten(),
+        ))
+    }
+
+    /// One person in full (people managers and security admins; audited), or masked (others
+    /// who may read people there).
+    pub async fn person(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let person = self
+            .person_in_reach(principal, id, Permission::ReadPeople)
+            .await?;
+        let path = tenants::path(&self.db, &person.tenant).await?;
+        let full = principal.allows(Permission::ManagePeople, &path)
+            || principal.allows(Permission::ResidentRights, &path);
+        if !full {
+            return Ok(serde_json::to_value(PersonView::masked(&person)).expect("serialises"));
+        }
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&person.tenant),
+                action: "person.view",
+                subject: Some(&person.id),
+                outcome: "ok",
+                detail: serde_json::json!({ "fields": "all" }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(serde_json::to_value(&person).expect("serialises"))
+    }
+
+    /// The person `id`, if `principal` holds `permission` at their home tenant. Someone out
+    /// of reach is reported as not found, so ids of other places cannot be probed.
+    async fn person_in_reach(
+        &self,
+        principal: &Principal,
+        id: &str,
+        permission: Permission,
+    ) -> Result<Person, PlatformError> {
+        let not_found = || PlatformError::NotFound(format!("人员不存在 / no such person: {id}"));
+        let person = people::get(&self.db, id).await?.ok_or_else(not_found)?;
+        let path = tenants::path(&self.db, &person.tenant).await?;
+        if !principal.allows(permission, &path) {
+            return Err(not_found());
+        }
+        Ok(person)
+    }
+
+    /// Import residents into `tenant`'s subtree from a CSV or XLSX roster. Every row is
+    /// checked first; with any error nothing is imported and the report lists the errors by
+    /// row. People already known (same ID number, else same phone) are updated.
+    pub async fn import_people(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        format: ImportFormat,
+        bytes: &[u8],
+    ) -> Result<ImportReport, PlatformError> {
+        self.authorize(principal, Permission::ManagePeople, tenant)
+            .await?;
+        let table = match format {
+            ImportFormat::Csv => super::roster::read_csv(bytes),
+            ImportFormat::Xlsx => super::roster::read_xlsx(bytes),
+        }
+        .map_err(PlatformError::Invalid)?;
+        let subtree = tenants::subtree(&self.db, tenant).await?;
+        let (rows, errors) = super::roster::rows(&table, tenant, &subtree);
+        let mut report = ImportReport {
+            rows: table.rows.len(),
+            errors,
+            ..ImportReport::default()
+        };
+        if report.rows > IMPORT_MAX_ROWS {
+            return Err(PlatformError::Invalid(format!(
+                "一次最多导入 {IMPORT_MAX_ROWS} 行 / at most {IMPORT_MAX_ROWS} rows per import"
+            )));
+        }
+        if !report.errors.is_empty() {
+            return Ok(report);
+        }
+        let now = now_ms();
+        let (actor, assistant) = principal.actor();
+        let outcome = crate::storage::write_tx!(&self.db, |tx| {
+            let mut counts = (0usize, 0usize, 0usize);
+            let mut errors = Vec::new();
+            for (line, home, input) in &rows {
+                match people::upsert_in(tx, PersonKind::Resident, home, input, now).await {
+                    Ok((_, Upserted::Created)) => counts.0 += 1,
+                    Ok((_, Upserted::Updated)) => counts.1 += 1,
+                    Ok((_, Upserted::Unchanged)) => counts.2 += 1,
+                    Err(StorageError::Conflict(m)) => errors.push(RowError {
+                        row: *line,
+                        field: "row".into(),
+                        message: m,
+                    }),
+                    Err(e) => return Err(e),
+                }
+            }
+            if !errors.is_empty() {
+                // Roll back: nothing partial.
+                return Err(StorageError::Invalid(
+                    serde_json::to_string(&errors).expect("serialises"),
+                ));
+            }
+            audit::append_in(
+                tx,
+                &audit::Event {
+                    actor,
+                    assistant,
+                    tenant: Some(tenant),
+                    action: "person.import",
+                    outcome: "ok",
+                    detail: serde_json::json!({
+                        "rows": rows.len(), "created": counts.0, "updated": counts.1, "unchanged": counts.2,
+                    }),
+                    ..audit::Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(counts)
+        });
+        match outcome {
+            Ok((created, updated, unchanged)) => {
+                report.imported = true;
+                report.created = created;
+                report.updated = updated;
+                report.unchanged = unchanged;
+                tracing::info!(%tenant, created, updated, unchanged, "people imported");
+                Ok(report)
+            }
+            Err(StorageError::Invalid(json)) if json.starts_with('[') => {
+                report.errors = serde_json::from_str(&json).unwrap_or_default();
+                tracing::info!(%tenant, errors = report.errors.len(), "people import refused: bad rows");
+                Ok(report)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- roles ---------------------------------------------------------------------------
+
+    /// Give `person` `role` at `tenant` (security admins; never to oneself). An admin role
+    /// enrols an authenticator if the person has none, returned once as an `otpauth://` URL.
+    pub async fn assign_role(
+        &self,
+        principal: &Principal,
+        person: &str,
+        tenant: &str,
+        role: &str,
+    ) -> Result<RoleGiven, PlatformError> {
+        self.authorize(principal, Permission::ManageRoles, tenant)
+            .await?;
+        if !ROLES.contains(&role) {
+            return Err(PlatformError::Invalid(format!(
+                "未知角色 / unknown role {role:?}; roles: {}",
+                ROLES.join(", ")
+            )));
+        }
+        if principal.actor().0 == person {
+            return Err(PlatformError::Forbidden(
+                "不能给自己授予角色 / you cannot give yourself a role".into(),
+            ));
+        }
+        let target = people::get(&self.db, person)
+            .await?
+            .filter(|p| p.status == "active")
+            .ok_or_else(|| {
+                PlatformError::NotFound(format!("人员不存在 / no such person: {person}"))
+            })?;
+        if target.kind == PersonKind::Resident && role != "vendor" {
+            // Residents become staff explicitly; keeps resident rosters and staff apart.
+            return Err(PlatformError::Invalid(
+                "居民不能担任工作人员角色，请先登记为工作人员 / register the person as staff first"
+                    .into(),
+            ));
+        }
+        let conflicts: Vec<&str> = if THREE_ADMINS.contains(&role) {
+            THREE_ADMINS
+                .iter()
+                .copied()
+                .filter(|r| *r != role)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (actor, _) = principal.actor();
+        let changed =
+            people::assign_role(&self.db, person, tenant, role, &conflicts, actor).await?;
+        let mut totp_url = None;
+        if THREE_ADMINS.contains(&role) {
+            let creds = store::credentials(&self.db, person)
+                .await?
+                .unwrap_or_default();
+            if creds.totp_secret.is_none() {
+                let secret = auth::new_totp_secret();
+                store::set_secret(&self.db, person, Secret::Totp, Some(&secret)).await?;
+                totp_url = Some(auth::totp_url(&secret, person)?);
+            }
+        }
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(tenant),
+                action: "role.assign",
+                subject: Some(person),
+                outcome: "ok",
+                detail: serde_json::json!({ "role": role, "changed": changed, "totp_enrolled": totp_url.is_some() }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(RoleGiven { changed, totp_url })
+    }
+
+    pub async fn revoke_role(
+        &self,
+        principal: &Principal,
+        person: &str,
+        tenant: &str,
+        role: &str,
+    ) -> Result<bool, PlatformError> {
+        self.authorize(principal, Permission::ManageRoles, tenant)
+            .await?;
+        if principal.actor().0 == person {
+            return Err(PlatformError::Forbidden(
+                "不能更改自己的角色 / you cannot change your own roles".into(),
+            ));
+        }
+        let changed = people::revoke_role(&self.db, person, tenant, role).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(tenant),
+                action: "role.revoke",
+                subject: Some(person),
+                outcome: "ok",
+                detail: serde_json::json!({ "role": role, "changed": changed }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(changed)
+    }
+
+    /// Lift a sign-in lockout.
+    pub async fn unlock(&self, principal: &Principal, person: &str) -> Result<(), PlatformError> {
+        let p = self
+            .person_in_reach(principal, person, Permission::ManageRoles)
+            .await?;
+        store::unlock(&self.db, &p.id).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&p.tenant),
+                action: "auth.unlock",
+                subject: Some(&p.id),
+                outcome: "ok",
+                detail: serde_json::json!({}),
+                ..audit::Event::default()
+            },
+        )
+        .await
+    }
+
+    /// Set a person's password (people managers for residents, security admins for staff).
+    pub async fn set_password(
+        &self,
+        principal: &Principal,
+        person: &str,
+        password: &str,
+    ) -> Result<(), PlatformError> {
+        let p = people::get(&self.db, person).await?;
+        let perm = match p.as_ref().map(|p| p.kind) {
+            Some(PersonKind::Resident) => Permission::ManagePeople,
+            _ => Permission::ManageRoles,
+        };
+        let p = self.person_in_reach(principal, person, perm).await?;
+        self.store_password(&p.id, password).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&p.tenant),
+                action: "auth.password-set",
+                subject: Some(&p.id),
+                outcome: "ok",
+                detail: serde_json::json!({}),
+                ..audit::Event::default()
+            },
+        )
+        .await
+    }
+
+    /// Enrol a (new) TOTP secret for a person; returns the `otpauth://` URL. Used by the CLI
+    /// and the demo seed, which print it; the secret itself is `secret` if given.
+    pub async fn enrol_totp(
+        &self,
+        principal: &Principal,
+        person: &str,
+        secret: Option<&str>,
+    ) -> Result<String, PlatformError> {
+        let p = self
+            .person_in_reach(principal, person, Permission::ManageRoles)
+            .await?;
+        let secret = secret.map_or_else(auth::new_totp_secret, str::to_owned);
+        let url = auth::totp_url(&secret, &p.id)?;
+        store::set_secret(&self.db, &p.id, Secret::Totp, Some(&secret)).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&p.tenant),
+                action: "auth.totp-enrol",
+                subject: Some(&p.id),
+                outcome: "ok",
+                detail: serde_json::json!({}),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(url)
+    }
+
+    // ---- residents' rights ---------------------------------------------------------------
+
+    /// Everything held about a person: the host's records and every plugin's data kept under
+    /// `r/<person-id>/`. The person themself or a security admin over them.
+    pub async fn export_person(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<serde_json::Value, PlatformError> {
+        let person = self.rights_target(principal, id).await?;
+        let roles = people::roles_of(&self.db, id).await?;
+        let creds = store::credentials(&self.db, id).await?.unwrap_or_default();
+        let messages = inbox::list(&self.db, id, 10_000).await?;
+        let devices = crate::storage::devices::of_person(&self.db, id).await?;
+        let mut records = Vec::new();
+        for q in [
+            audit::Query {
+                subject: Some(id.to_owned()),
+                limit: 10_000,
+                ..audit::Query::default()
+            },
+            audit::Query {
+                person: Some(id.to_owned()),
+                limit: 10_000,
+                ..audit::Query::default()
+            },
+        ] {
+            records.extend(audit::query(&self.db, &q).await?);
+        }
+        records.sort_by_key(|r| r.seq);
+        records.dedup_by_key(|r| r.seq);
+        let mut plugin_data: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+        for (tenant, plugin, key, value) in
+            kv::across_scopes(&self.db, &kv::person_prefix(id)).await?
+        {
+            let value = match String::from_utf8(value) {
+                Ok(text) => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                Err(e) => {
+                    serde_json::json!({ "base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, e.as_bytes()) })
+                }
+            };
+            plugin_data
+                .entry(format!("{tenant}/{plugin}"))
+                .or_default()
+                .push(serde_json::json!({ "key": key, "value": value }));
+        }
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&person.tenant),
+                action: "person.export",
+                subject: Some(id),
+                outcome: "ok",
+                detail: serde_json::json!({ "plugin_scopes": plugin_data.len(), "audit_records": records.len() }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(serde_json::json!({
+            "exported_at": now_ms(),
+            "person": person,
+            "roles": roles,
+            "credentials": { "password": creds.password_hash.is_some(), "authenticator": creds.totp_secret.is_some() },
+            "inbox": messages,
+            "devices": devices,
+            "audit": records,
+            "plugin_data": plugin_data,
+        }))
+    }
+
+    /// Erase a person on request: personal fields anonymised, sessions, roles, credentials
+    /// and inbox removed, and every plugin's `r/<person-id>/` data deleted. The audit log is
+    /// kept (it records the erasure).
+    pub async fn erase_person(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<u64, PlatformError> {
+        let person = self.rights_target(principal, id).await?;
+        let deleted = kv::delete_across_scopes(&self.db, &kv::person_prefix(id)).await?;
+        let unbound = crate::storage::devices::unbind_person(&self.db, id).await?;
+        people::anonymise(&self.db, id).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&person.tenant),
+                action: "person.erase",
+                subject: Some(id),
+                outcome: "ok",
+                detail: serde_json::json!({ "plugin_keys_deleted": deleted, "devices_unbound": unbound }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(deleted)
+    }
+
+    async fn rights_target(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<Person, PlatformError> {
+        if let Principal::Person(s) = principal
+            && s.acting_for.is_none()
+            && s.person.id == id
+        {
+            return Ok(s.person.clone());
+        }
+        self.person_in_reach(principal, id, Permission::ResidentRights)
+            .await
+    }
+
+    /// A person's own principal, for the self-service routes.
+    pub fn principal_of(session: &Arc<crate::identity::Session>) -> Principal {
+        Principal::Person(session.clone())
+    }
+}
