@@ -156,6 +156,23 @@ try {
     await elderChecks(page, name);
   }
 
+  step = 'a slow page does not draw over a newer one';
+  // The inbox answers late; meanwhile she moves on to "my data", which must stay drawn.
+  await page.route('**/api/v1/me/inbox', async (r) => {
+    await new Promise((res) => setTimeout(res, 800));
+    await r.continue();
+  });
+  const slow = page.waitForResponse('**/api/v1/me/inbox');
+  await page.evaluate(() => { location.hash = '#/inbox'; });
+  await page.evaluate(() => { location.hash = '#/me'; });
+  await slow;
+  await page.getByRole('heading', { name: '我的数据', exact: true }).waitFor();
+  await page.evaluate(() => new Promise((r) => setTimeout(r, 300)));
+  assert.equal(await page.getByRole('heading', { name: '消息', exact: true }).count(), 0,
+    'the late inbox did not replace the page she moved on to');
+  await page.getByRole('heading', { name: '我的数据', exact: true }).waitFor();
+  await page.unroute('**/api/v1/me/inbox');
+
   step = 'her car is registered; she makes a visitor pass (elder mode)';
   await page.goto(`${URL_}/#/p/dongcun/parking/`);
   await page.getByText('浙A12345').first().waitFor();

@@ -132,6 +132,8 @@ function h(tag, attrs, ...children) {
 const main = () => document.getElementById('main');
 
 function show(...nodes) {
+  // A newer navigation is waiting: this view is out of date, so it does not draw over it.
+  if (routing.pending) return;
   const m = main();
   m.replaceChildren(...nodes.flat().filter(Boolean));
   stopReading();
@@ -930,7 +932,30 @@ async function signOut() {
   location.hash = S.token ? '#/admin/assist' : '#/signin';
 }
 
+// Navigation state: views load asynchronously, so two quick hash changes could otherwise
+// finish out of order and leave the older page drawn. One route runs at a time; a change
+// during it marks it stale (its `show` draws nothing) and runs the newest route after it.
+const routing = { running: null, pending: false };
+
 async function route() {
+  if (routing.running) {
+    routing.pending = true;
+    return routing.running;
+  }
+  routing.running = (async () => {
+    do {
+      routing.pending = false;
+      await routeOnce();
+    } while (routing.pending);
+  })();
+  try {
+    await routing.running;
+  } finally {
+    routing.running = null;
+  }
+}
+
+async function routeOnce() {
   applyChrome();
   const raw = location.hash.replace(/^#/, '') || '/';
   const [path, query = ''] = raw.split('?');
