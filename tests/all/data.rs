@@ -3,7 +3,7 @@
 
 use linli::storage::kv::{self, BatchOutcome, Operation, Precondition, Scope};
 use linli::storage::{Db, StorageError};
-use linli_tests::{Backend, on_both_backends, test_db};
+use linli_tests::{Backend, fresh_postgres_url, on_both_backends, test_db};
 
 fn scope(tenant: &str, plugin: &str) -> Scope {
     Scope {
@@ -266,13 +266,20 @@ async fn keys_per_scope_quota(backend: Backend) {
         .unwrap();
 }
 
-/// Concurrent increments are exact, and "one resident, one vote" holds under contention.
+/// Concurrent increments are exact, and "one resident, one vote" holds under contention —
+/// also between two handles on one database, as two replicas (or the CLI beside a server)
+/// have.
 async fn atomic_under_concurrency(backend: Backend) {
-    let (db, _dir) = db(backend).await;
+    let (db, other, _dir) = two_handles(backend).await;
     let s = scope("dongcun", "vote");
     let mut tasks = Vec::new();
     for t in 0..8 {
-        let (db, s) = (db.clone(), s.clone());
+        let db = if t % 2 == 0 {
+            db.clone()
+        } else {
+            other.clone()
+        };
+        let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
                 kv::increment(&db, &s, "visits", 1, MAX).await.unwrap();
@@ -323,7 +330,62 @@ async fn atomic_under_concurrency(backend: Backend) {
     );
 }
 
+/// Writers racing to add new keys at the quota: exactly the quota's worth get in, on either
+/// handle, and the key count stays right.
+async fn quota_holds_under_concurrency(backend: Backend) {
+    let (db, other, _dir) = two_handles(backend).await;
+    let s = scope("dongcun", "full");
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let db = if t % 2 == 0 {
+            db.clone()
+        } else {
+            other.clone()
+        };
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stored = 0;
+            for i in 0..10 {
+                match kv::set(&db, &s, &format!("t{t}/k{i}"), b"x", 30).await {
+                    Ok(()) => stored += 1,
+                    Err(StorageError::Quota(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            stored
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        stored += t.await.unwrap();
+    }
+    assert_eq!(stored, 30, "exactly keys_per_scope keys were stored");
+    assert_eq!(kv::key_count(&db, &s).await.unwrap(), 30);
+    assert_eq!(
+        kv::list(&db, &s, "", None, 100)
+            .await
+            .unwrap()
+            .entries
+            .len(),
+        30
+    );
+}
+
+/// Two handles on one database — two connection pools, each with its own in-process state,
+/// as two replicas have.
+async fn two_handles(backend: Backend) -> (Db, Db, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_postgres_url().await),
+    };
+    let one = Db::connect(url.as_deref(), dir.path()).await.unwrap();
+    let two = Db::connect(url.as_deref(), dir.path()).await.unwrap();
+    (one, two, dir)
+}
+
 on_both_backends!(
+    quota_holds_under_concurrency,
     get_set_delete_exists,
     scopes_are_isolated,
     prefix_listing_paginates_in_order,

@@ -112,7 +112,9 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
 /// Append a record at the end of the chain.
 pub async fn append(db: &Db, event: &Event<'_>) -> Result<Record> {
     let at = now_ms();
-    super::write_tx!(db, |tx| { append_in(tx, event, at).await })
+    super::write_tx!(db, lock = super::WriteLock::AuditChain, |tx| {
+        append_in(tx, event, at).await
+    })
 }
 
 /// Append a record inside the caller's write transaction, so the record and what it records
@@ -122,6 +124,8 @@ pub(crate) async fn append_in(
     event: &Event<'_>,
     at: i64,
 ) -> Result<Record> {
+    // Appenders queue for the chain's head rather than race for it (see `WriteLock`).
+    super::lock_in(tx, super::WriteLock::AuditChain).await?;
     let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await?;

@@ -7,7 +7,7 @@
 use sqlx::{Any, Row, Transaction};
 
 use super::outbox::{Staged, write_staged_in};
-use super::{Db, Result, StorageError};
+use super::{Db, Result, StorageError, WriteLock};
 
 /// The (tenant, plugin) a data operation is confined to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -158,7 +158,7 @@ pub async fn set_staged(
     max_keys: u64,
     staged: &[Staged],
 ) -> Result<()> {
-    super::write_tx!(db, |tx| {
+    super::write_tx!(db, lock = WriteLock::Scope(scope), |tx| {
         tx_put(tx, scope, key, value, max_keys).await?;
         write_staged_in(tx, staged).await
     })
@@ -170,7 +170,7 @@ pub async fn delete(db: &Db, scope: &Scope, key: &str) -> Result<bool> {
 
 /// [`delete`], writing `staged` outbox entries in the same transaction.
 pub async fn delete_staged(db: &Db, scope: &Scope, key: &str, staged: &[Staged]) -> Result<bool> {
-    super::write_tx!(db, |tx| {
+    super::write_tx!(db, lock = WriteLock::Scope(scope), |tx| {
         let deleted = tx_delete(tx, scope, key).await?;
         write_staged_in(tx, staged).await?;
         Ok(deleted)
@@ -196,7 +196,7 @@ pub async fn increment_staged(
     max_keys: u64,
     staged: &[Staged],
 ) -> Result<i64> {
-    super::write_tx!(db, |tx| {
+    super::write_tx!(db, lock = WriteLock::Scope(scope), |tx| {
         let value = tx_increment(tx, scope, key, delta, max_keys).await?;
         write_staged_in(tx, staged).await?;
         Ok(value)
@@ -227,7 +227,7 @@ pub async fn compare_and_swap_staged(
     max_keys: u64,
     staged: &[Staged],
 ) -> Result<bool> {
-    super::write_tx!(db, |tx| {
+    super::write_tx!(db, lock = WriteLock::Scope(scope), |tx| {
         let current = tx_get(tx, scope, key).await?;
         if current.as_deref() != expected {
             return Ok(false);
@@ -263,7 +263,7 @@ pub async fn batch_staged(
     max_keys: u64,
     staged: &[Staged],
 ) -> Result<BatchOutcome> {
-    super::write_tx!(db, |tx| {
+    super::write_tx!(db, lock = WriteLock::Scope(scope), |tx| {
         for (i, pre) in preconditions.iter().enumerate() {
             let holds = match pre {
                 Precondition::Exists(k) => tx_get(tx, scope, k).await?.is_some(),
@@ -315,7 +315,7 @@ where
 
 /// Remove every key of a scope (used when a plugin is uninstalled with its data).
 pub async fn purge(db: &Db, scope: &Scope) -> Result<u64> {
-    super::write_tx!(db, |tx| {
+    super::write_tx!(db, lock = WriteLock::Scope(scope), |tx| {
         let done = sqlx::query("DELETE FROM kv WHERE tenant_id = $1 AND plugin_id = $2")
             .bind(&scope.tenant)
             .bind(&scope.plugin)
@@ -424,6 +424,9 @@ pub async fn across_scopes(
 }
 
 /// Delete every plugin's entries under `prefix`, keeping each scope's key count right.
+///
+/// This one runs `SERIALIZABLE` without the scopes' locks: a scope's writer that commits
+/// first makes it retry, and one that commits after it sees the rows gone.
 pub async fn delete_across_scopes(db: &Db, prefix: &str) -> Result<u64> {
     let upper = prefix_successor(prefix).unwrap_or_else(|| "\u{10FFFF}".repeat(2));
     super::write_tx!(db, |tx| {

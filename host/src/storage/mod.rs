@@ -120,22 +120,31 @@ impl Db {
     }
 
     /// Begin a write transaction the way this backend needs: after the in-process write lock
-    /// on SQLite with `BEGIN IMMEDIATE`, as `SERIALIZABLE` on Postgres. Use it through
-    /// [`write_tx!`], which commits and retries.
-    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
-        let lock = match &self.write_lock {
+    /// on SQLite with `BEGIN IMMEDIATE`; on Postgres as `SERIALIZABLE`, or — for a
+    /// transaction that names its [`WriteLock`] — in `READ COMMITTED` after taking that
+    /// lock. Use it through [`write_tx!`], which commits and retries.
+    pub(crate) async fn begin_write(&self, lock: Option<WriteLock<'_>>) -> Result<WriteTx> {
+        let guard = match &self.write_lock {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => {
+        let tx = match (self.backend, lock) {
+            (Backend::Sqlite, _) => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            (Backend::Postgres, None) => {
                 self.pool
                     .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
                     .await?
             }
+            (Backend::Postgres, Some(lock)) => {
+                let mut tx = self
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    .await?;
+                lock_in(&mut tx, lock).await?;
+                tx
+            }
         };
-        Ok(WriteTx { tx, _lock: lock })
+        Ok(WriteTx { tx, _lock: guard })
     }
 
     /// After a failed attempt: whether to run the transaction again (after a short, growing,
@@ -157,6 +166,52 @@ impl Db {
     }
 }
 
+/// A hot spot that write transactions queue for instead of racing (Postgres).
+///
+/// Under `SERIALIZABLE`, transactions that all update one row — a scope's key count, a
+/// counter every voter increments, the head of the audit chain — abort one another and
+/// retry, so under a burst most of the work is wasted and latency grows with the number of
+/// writers. A transaction that names its lock takes a Postgres advisory lock for it first
+/// (`pg_advisory_xact_lock`, held until commit or rollback, across every replica) and runs in
+/// `READ COMMITTED`: writers of the same lock run one after another and each sees what the
+/// one before committed, which for them is the same as running serially. Every write to the
+/// rows a lock covers must take it: [`WriteLock::Scope`] for a scope's `kv` and `kv_usage`
+/// rows (the `kv` module does), [`WriteLock::AuditChain`] before reading the chain's head
+/// (`audit::append_in` does, inside any transaction). SQLite needs none of this: it has one
+/// writer at a time anyway.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WriteLock<'a> {
+    Scope(&'a kv::Scope),
+    AuditChain,
+}
+
+impl WriteLock<'_> {
+    /// The lock's name (tenant and plugin ids are `[a-z0-9-]`, so `/` separates them).
+    fn name(&self) -> String {
+        match self {
+            WriteLock::Scope(scope) => format!("kv/{}/{}", scope.tenant, scope.plugin),
+            WriteLock::AuditChain => "audit".to_owned(),
+        }
+    }
+}
+
+/// Take `lock` for the rest of the transaction `tx` (Postgres; nothing on SQLite, where the
+/// transaction already holds the database's one write lock). The advisory lock's 64-bit key
+/// is Postgres' hash of the schema and the lock's name, so deployments (and test schemas)
+/// sharing a database do not queue for each other; a collision only makes two unrelated
+/// writers take turns.
+pub(crate) async fn lock_in(tx: &mut Transaction<'static, Any>, lock: WriteLock<'_>) -> Result<()> {
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || '/' || $1, 0))",
+        )
+        .bind(lock.name())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// An open write transaction (and, on SQLite, the in-process write lock).
 pub(crate) struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
@@ -168,12 +223,18 @@ pub(crate) struct WriteTx {
 /// `Err` (or an early `return Err(..)`) rolls back. It must have no effects outside the
 /// transaction, since it may run more than once.
 macro_rules! write_tx {
-    ($db:expr, |$tx:ident| $body:block) => {{
+    ($db:expr, |$tx:ident| $body:block) => {
+        $crate::storage::write_tx!($db, None, |$tx| $body)
+    };
+    ($db:expr, lock = $lock:expr, |$tx:ident| $body:block) => {
+        $crate::storage::write_tx!($db, Some($lock), |$tx| $body)
+    };
+    ($db:expr, $lock:expr, |$tx:ident| $body:block) => {{
         let db: &$crate::storage::Db = $db;
         let mut attempt = 0u32;
         loop {
             let result: $crate::storage::Result<_> = async {
-                let mut w = db.begin_write().await?;
+                let mut w = db.begin_write($lock).await?;
                 let value = {
                     let $tx = &mut w.tx;
                     let r: $crate::storage::Result<_> = async { $body }.await;
