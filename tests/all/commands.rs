@@ -49,7 +49,7 @@ async fn answer(h: &TestHost, device: &str, secret: &str, body: Value) -> u16 {
 
 /// Play the device over HTTP: wait for its next command and answer it with `reply(id)`.
 async fn answer_next(h: &TestHost, device: &str, secret: &str, reply: impl Fn(&str) -> Value) {
-    for _ in 0..200 {
+    for _ in 0..400 {
         let (status, r) = pending(h, device, secret).await;
         assert_eq!(status, 200, "{r}");
         if let Some(c) = r.as_array().and_then(|a| a.first()) {
@@ -68,7 +68,7 @@ async fn over_http(backend: Backend) {
     let gate = "dongcun-gate-1";
 
     // Acknowledged, with the device's result handed back to the plugin.
-    let q = format!("id={gate}&payload=%7B%22plate%22%3A%22%E6%B5%99A12345%22%7D&timeout=2000");
+    let q = format!("id={gate}&payload=%7B%22plate%22%3A%22%E6%B5%99A12345%22%7D&timeout=2500");
     let (sent, ()) = tokio::join!(
         spy_command(&h, &q),
         answer_next(
@@ -85,7 +85,7 @@ async fn over_http(backend: Backend) {
     );
 
     // Refused, with the device's reason.
-    let q = format!("id={gate}&cmd=close&timeout=2000");
+    let q = format!("id={gate}&cmd=close&timeout=2500");
     let (sent, ()) = tokio::join!(
         spy_command(&h, &q),
         answer_next(
@@ -226,7 +226,7 @@ async fn over_mqtt(backend: Backend) {
     // The link may still be subscribing: a command that times out is tried again.
     let mut outcome = Value::Null;
     for _ in 0..20 {
-        let (status, r) = spy_command(&h, "id=dongcun-gate-1&timeout=2000").await;
+        let (status, r) = spy_command(&h, "id=dongcun-gate-1&timeout=2500").await;
         assert_eq!(status, 200, "{r}");
         outcome = r["outcomes"][0].clone();
         if outcome != json!("timed-out") {

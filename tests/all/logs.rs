@@ -176,7 +176,7 @@ async fn personal_fields_stay_out_of_the_logs() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let mut told = false;
-    for _ in 0..100 {
+    for _ in 0..400 {
         let inbox: Value = c
             .get(format!("{base}/api/v1/me/inbox"))
             .bearer_auth(&zhang)

@@ -302,7 +302,7 @@ async fn over_mqtt(backend: Backend) {
     ])
     .await;
     let got = until_count(&h, base + 2).await;
-    for _ in 0..100 {
+    for _ in 0..400 {
         if metric(&h, "unknown_device") >= before_unknown + 2
             && metric(&h, "invalid") > before_invalid
         {
