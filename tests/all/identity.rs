@@ -85,12 +85,26 @@ pub(crate) async fn sign_in(h: &TestHost, phone: &str) -> String {
     match r["stage"].as_str().unwrap() {
         "session" => r["token"].as_str().unwrap().to_owned(),
         "totp_required" => {
-            let code = linli::identity::auth::totp_now(DEMO_TOTP_SECRET).unwrap();
-            let body = serde_json::json!({ "challenge": r["challenge"], "code": code });
-            let (status, r) = call(h, None, Method::POST, "/api/v1/auth/totp", Some(body)).await;
-            assert_eq!(status, 200, "{r}");
-            assert_eq!(r["stage"], "session");
-            r["token"].as_str().unwrap().to_owned()
+            // Each code signs in once: a second sign-in within the same 30 s step gives the
+            // next step's code, which the host accepts as clock skew.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let mut last = Value::Null;
+            for at in [now, now + 30] {
+                let code = linli::identity::auth::totp_at(DEMO_TOTP_SECRET, at).unwrap();
+                let body = serde_json::json!({ "challenge": r["challenge"], "code": code });
+                let (status, r) =
+                    call(h, None, Method::POST, "/api/v1/auth/totp", Some(body)).await;
+                if status == 200 {
+                    assert_eq!(r["stage"], "session");
+                    return r["token"].as_str().unwrap().to_owned();
+                }
+                assert_eq!(status, 401, "{r}");
+                last = r;
+            }
+            panic!("TOTP refused twice (a third admin sign-in within 30 s?): {last}")
         }
         other => panic!("stage {other}"),
     }
@@ -281,6 +295,59 @@ async fn sessions_and_lockout(backend: Backend) {
     // Anonymous gateway calls still work; the plugin sees no caller.
     let (status, r) = call(&h, None, Method::GET, "/t/dongcun/p/spy/whoami", None).await;
     assert_eq!((status, &r["id"]), (200, &Value::Null), "{r}");
+}
+
+/// A TOTP code signs in once: the same code again, or one of an earlier step, is refused
+/// even with a correct password; the next step's code is taken.
+async fn totp_codes_sign_in_once(backend: Backend) {
+    let h = demo(backend).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = |at: u64| linli::identity::auth::totp_at(DEMO_TOTP_SECRET, at).unwrap();
+    let try_code = |code: String| {
+        let h = &h;
+        async move {
+            let body = serde_json::json!({ "phone": SYSADMIN, "password": DEMO_PASSWORD });
+            let (_, r) = call(h, None, Method::POST, "/api/v1/auth/password", Some(body)).await;
+            assert_eq!(r["stage"], "totp_required", "{r}");
+            let body = serde_json::json!({ "challenge": r["challenge"], "code": code });
+            call(h, None, Method::POST, "/api/v1/auth/totp", Some(body)).await
+        }
+    };
+    let (status, r) = try_code(code(now)).await;
+    assert_eq!((status, &r["stage"]), (200, &Value::from("session")), "{r}");
+    let (status, r) = try_code(code(now)).await;
+    assert_eq!(status, 401, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("used already"),
+        "{r}"
+    );
+    let (status, _) = try_code(code(now - 30)).await;
+    assert_eq!(status, 401, "an earlier step's code");
+    let (status, r) = try_code(code(now + 30)).await;
+    assert_eq!((status, &r["stage"]), (200, &Value::from("session")), "{r}");
+    // The refusals were counted as failures and audited.
+    let records = linli::storage::audit::query(
+        &h.platform.db,
+        &linli::storage::audit::Query {
+            action_prefix: Some("auth.sign-in".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<_> = records.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == "failed").count(),
+        2,
+        "{outcomes:?}"
+    );
 }
 
 /// Roles hold in their subtree only; nobody escalates; the three admins stay apart; admins
@@ -1136,6 +1203,7 @@ on_both_backends!(
     masked_until_granted,
     sessions_and_lockout,
     roles_and_escalation,
+    totp_codes_sign_in_once,
     cross_tenant,
     assisted_mode,
     roster_import,

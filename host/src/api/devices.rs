@@ -401,13 +401,7 @@ async fn hook_allowed(p: &Platform, headers: &HeaderMap) -> Result<(), ApiError>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if given.len() != token.len()
-        || given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            != 0
-    {
+    if !crate::identity::auth::secrets_match(given, token) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",

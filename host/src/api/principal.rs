@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
+use crate::identity::auth;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 
 use super::ApiError;
 use crate::identity::{Principal, Session};
@@ -66,9 +66,7 @@ pub(super) async fn authenticate(
                 .devices
                 .broker_hook_token
                 .as_deref()
-                .is_some_and(|hook| {
-                    Sha256::digest(token.as_bytes()) == Sha256::digest(hook.as_bytes())
-                }) =>
+                .is_some_and(|hook| auth::secrets_match(&token, hook)) =>
         {
             None
         }
@@ -78,12 +76,7 @@ pub(super) async fn authenticate(
             Err(e) => return ApiError::from(e).into_response(),
         },
         Some(token) => match platform.config.admin_token.as_deref() {
-            // Compare digests so the time taken does not depend on how much matched.
-            Some(expected)
-                if Sha256::digest(token.as_bytes()) == Sha256::digest(expected.as_bytes()) =>
-            {
-                Some(Principal::Root)
-            }
+            Some(expected) if auth::secrets_match(&token, expected) => Some(Principal::Root),
             Some(_) => {
                 return unauthorized(
                     "unauthorized",

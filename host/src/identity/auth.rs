@@ -13,6 +13,16 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SmsConfig;
 
+/// Whether a presented secret (a bearer token, a hook token) is the expected one, in time
+/// that depends on neither how much of it matched nor its length: both are hashed, and the
+/// digests compared in constant time.
+pub fn secrets_match(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(expected.as_bytes()))
+        .into()
+}
+
 /// Shortest and longest password accepted.
 pub const PASSWORD_CHARS: (usize, usize) = (8, 128);
 
@@ -111,11 +121,43 @@ fn totp(secret_b32: &str, account: &str) -> anyhow::Result<totp_rs::TOTP> {
     .map_err(|e| anyhow::anyhow!("TOTP: {e}"))
 }
 
-/// Whether `code` is the current TOTP code (or the one before or after: one step of skew).
+/// Seconds in one TOTP time step.
+const TOTP_STEP_SECS: u64 = 30;
+
+/// The time step whose TOTP code `code` is, if it is the current one or the one before or
+/// after (one step of clock skew). A caller that accepts it records the step and refuses
+/// codes of that step or earlier from then on ([`crate::storage::sessions::take_totp_step`]).
+pub fn totp_step(secret_b32: &str, code: &str) -> Option<u64> {
+    use subtle::ConstantTimeEq;
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let t = totp(secret_b32, "x").ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs()
+        / TOTP_STEP_SECS;
+    // Check every candidate, so the time taken does not say which one matched.
+    let mut found = None;
+    for step in [now.saturating_sub(1), now, now + 1] {
+        let expected = t.generate(step * TOTP_STEP_SECS);
+        if bool::from(expected.as_bytes().ct_eq(code.as_bytes())) {
+            found = Some(step);
+        }
+    }
+    found
+}
+
+/// Whether `code` is a valid TOTP code for the secret now (see [`totp_step`]).
 pub fn check_totp(secret_b32: &str, code: &str) -> bool {
-    code.len() == 6
-        && code.bytes().all(|b| b.is_ascii_digit())
-        && totp(secret_b32, "x").is_ok_and(|t| t.check_current(code).unwrap_or(false))
+    totp_step(secret_b32, code).is_some()
+}
+
+/// The code for a secret at `unix_secs` (tests use the next step's code for a second
+/// sign-in within one step).
+pub fn totp_at(secret_b32: &str, unix_secs: u64) -> anyhow::Result<String> {
+    Ok(totp(secret_b32, "x")?.generate(unix_secs))
 }
 
 /// The current code for a secret (the CLI's `linli auth totp-code`, for demos and tests).
@@ -228,6 +270,23 @@ mod tests {
         let c = new_code();
         assert_eq!(c.len(), 6);
         assert_ne!(code_hash("13800138000", &c), code_hash("13800138001", &c));
+    }
+
+    #[test]
+    fn secrets_match_only_the_same() {
+        assert!(secrets_match(
+            "demo-0123456789abcdef",
+            "demo-0123456789abcdef"
+        ));
+        assert!(!secrets_match(
+            "demo-0123456789abcdeg",
+            "demo-0123456789abcdef"
+        ));
+        assert!(!secrets_match(
+            "demo-0123456789abcde",
+            "demo-0123456789abcdef"
+        ));
+        assert!(!secrets_match("", "demo-0123456789abcdef"));
     }
 
     #[test]

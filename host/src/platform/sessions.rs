@@ -143,12 +143,21 @@ impl Platform {
             .await?
             .ok_or_else(wrong_credentials)?;
         let creds = self.check_not_locked(&person).await?;
-        let ok = creds
+        let Some(step) = creds
             .totp_secret
             .as_deref()
-            .is_some_and(|s| auth::check_totp(s, code));
-        if !ok {
+            .and_then(|s| auth::totp_step(s, code))
+        else {
             return Err(self.failed(&person, Method::Totp).await);
+        };
+        // Each code signs in once: a replayed one (or an earlier one) is a failure too.
+        if !store::take_totp_step(&self.db, &person.id, step as i64).await? {
+            return Err(match self.failed(&person, Method::Totp).await {
+                locked @ PlatformError::Locked { .. } => locked,
+                _ => PlatformError::Unauthenticated(
+                    "此动态口令已用过，请等待下一个口令 / this code has been used already; wait for the next one".into(),
+                ),
+            });
         }
         store::delete_session(&self.db, &hash).await?;
         store::clear_failures(&self.db, &person.id).await?;

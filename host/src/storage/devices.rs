@@ -276,13 +276,9 @@ pub async fn check_secret(db: &Db, id: &str, secret: &str) -> Result<bool> {
     let Some(row) = row else { return Ok(false) };
     let stored: String = row.try_get(0)?;
     let given = hash_secret(secret);
-    // Both are hex sha256 digests of equal length: compare without an early exit.
-    Ok(stored.len() == given.len()
-        && stored
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0)
+    // Both are hex sha256 digests: compare in constant time.
+    use subtle::ConstantTimeEq;
+    Ok(stored.as_bytes().ct_eq(given.as_bytes()).into())
 }
 
 /// What to list.

@@ -76,6 +76,20 @@ pub enum Secret {
     Totp,
 }
 
+/// Record that a TOTP code of time step `step` signed `person` in, if no code of that step or
+/// a later one did before. Returns whether it was taken (false: a replay).
+pub async fn take_totp_step(db: &Db, person: &str, step: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE credentials SET totp_last_step = $2 \
+         WHERE person_id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",
+    )
+    .bind(person)
+    .bind(step)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Count a failed sign-in; at `max` failures in a row the account locks until `now + lockout_ms`.
 /// Returns the lock expiry if it is now locked.
 pub async fn record_failure(
