@@ -92,6 +92,14 @@ async fn emergency(backend: Backend) {
         let got = inbox(&h, phone).await;
         assert_eq!(got.len(), 1, "{phone}: {got:?}");
         assert_eq!(got[0]["title_zh"], "紧急呼叫：李桂兰");
+        assert_eq!(
+            got[0]["body_zh"],
+            "李桂兰（青山县东溪镇东村二组8号）：紧急呼叫。请立即联系或上门查看。按下呼叫按钮"
+        );
+        assert_eq!(
+            got[0]["body_en"],
+            "李桂兰 (青山县东溪镇东村二组8号): Emergency call. Call or go there now. button pressed"
+        );
         assert_eq!(got[0]["urgency"], "emergency");
         assert_eq!(got[0]["link"], format!("/alarms/{id}"));
     }
@@ -454,9 +462,23 @@ async fn wearable_thresholds(backend: Backend) {
     assert_eq!(open().await, ["heart-rate", "fall"]);
     h.platform.deliver_outbox().await.unwrap();
     let got = inbox(&h, GRID).await;
+    let heart = got
+        .iter()
+        .find(|m| m["title_zh"] == "心率异常：张秀英")
+        .unwrap_or_else(|| panic!("{got:?}"));
     assert!(
-        got.iter().any(|m| m["title_zh"] == "心率异常：张秀英"),
-        "{got:?}"
+        heart["body_zh"]
+            .as_str()
+            .unwrap()
+            .contains("：心率异常。请立即联系或上门查看。心率 158，持续 "),
+        "{heart}"
+    );
+    assert!(
+        heart["body_en"]
+            .as_str()
+            .unwrap()
+            .contains("Call or go there now. heart rate 158 for "),
+        "{heart}"
     );
     assert!(
         got.iter().any(|m| m["title_zh"] == "跌倒报警：张秀英"),

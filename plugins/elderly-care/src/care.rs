@@ -105,7 +105,15 @@ pub fn kind_words(kind: &str) -> (&'static str, &'static str) {
 /// Raise an alarm of `kind` for `elder` — unless it comes from the wristband's readings and
 /// the same kind is in its silence window (a person pressing the button is never silenced);
 /// tell the contacts and the grid workers. The alarm's id makes the notification's key.
-pub fn raise(elder: &Elder, kind: &str, device: &str, at: i64, note: &str) -> Result<(), String> {
+/// `note` says what the device reported, in Chinese and in English (empty when the kind says
+/// it all).
+pub fn raise(
+    elder: &Elder,
+    kind: &str,
+    device: &str,
+    at: i64,
+    note: (&str, &str),
+) -> Result<(), String> {
     let silence = format!("silence/{}/{kind}", elder.person);
     if kind != "button"
         && let Some(until) = data::get_json::<i64>(&silence).map_err(e)?
@@ -129,7 +137,11 @@ pub fn raise(elder: &Elder, kind: &str, device: &str, at: i64, note: &str) -> Re
             action: "raised".into(),
             by: "device".into(),
             by_name: device.into(),
-            note: note.into(),
+            note: if note.0.is_empty() {
+                String::new()
+            } else {
+                format!("{} / {}", note.0, note.1)
+            },
         }],
         kind: kind.into(),
         escalations: 0,
@@ -142,12 +154,12 @@ pub fn raise(elder: &Elder, kind: &str, device: &str, at: i64, note: &str) -> Re
             title_zh: format!("{zh}：{}", elder.name),
             title_en: format!("{en}: {}", elder.name),
             body_zh: format!(
-                "{}（{}）：{zh}。请立即联系或上门查看。{note}",
-                elder.name, elder.address
+                "{}（{}）：{zh}。请立即联系或上门查看。{}",
+                elder.name, elder.address, note.0
             ),
             body_en: format!(
-                "{} ({}): {en}. Call or go there now. {note}",
-                elder.name, elder.address
+                "{} ({}): {en}. Call or go there now. {}",
+                elder.name, elder.address, note.1
             ),
             link: Some(format!("/alarms/{id}")),
             urgency: Urgency::Emergency,
@@ -180,10 +192,10 @@ pub fn wearable(t: &Telemetry, elder: &Elder) -> Result<(), String> {
         .unwrap_or(received);
     let flag = |k: &str| v.get(k).and_then(|x| x.as_bool()).unwrap_or(false);
     if flag("fall") {
-        raise(elder, "fall", &t.device_id, at, "")?;
+        raise(elder, "fall", &t.device_id, at, ("", ""))?;
     }
     if flag("sos") {
-        raise(elder, "sos", &t.device_id, at, "")?;
+        raise(elder, "sos", &t.device_id, at, ("", ""))?;
     }
     let num = |k: &str| v.get(k).and_then(|x| x.as_f64());
     if let Some(hr) = num("heart_rate") {
@@ -194,7 +206,7 @@ pub fn wearable(t: &Telemetry, elder: &Elder) -> Result<(), String> {
             bad,
             at,
             &t.device_id,
-            &format!("心率 / heart rate {hr}"),
+            (&format!("心率 {hr}"), &format!("heart rate {hr}")),
         )?;
     }
     if let Some(o) = num("spo2") {
@@ -204,7 +216,7 @@ pub fn wearable(t: &Telemetry, elder: &Elder) -> Result<(), String> {
             o < SPO2_LOW,
             at,
             &t.device_id,
-            &format!("血氧 / SpO2 {o}%"),
+            (&format!("血氧 {o}%"), &format!("SpO2 {o}%")),
         )?;
     }
     Ok(())
@@ -217,7 +229,7 @@ fn sustained(
     bad: bool,
     at: i64,
     device: &str,
-    note: &str,
+    note: (&str, &str),
 ) -> Result<(), String> {
     let key = format!("breach/{}/{kind}", elder.person);
     if !bad {
@@ -236,7 +248,10 @@ fn sustained(
             kind,
             device,
             at,
-            &format!("{note}，持续 {minutes} 分钟 / for {minutes} min"),
+            (
+                &format!("{}，持续 {minutes} 分钟", note.0),
+                &format!("{} for {minutes} min", note.1),
+            ),
         )?;
     }
     Ok(())

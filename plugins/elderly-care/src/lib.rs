@@ -188,16 +188,17 @@ fn on_telemetry(t: &Telemetry) -> Result<(), String> {
     }
     let payload: serde_json::Value =
         serde_json::from_slice(&t.payload).map_err(|e| e.to_string())?;
-    let kind = payload.get("type").and_then(|v| v.as_str()).unwrap_or("");
-    if !matches!(kind, "press" | "long-press") {
-        return Ok(());
-    }
+    let note = match payload.get("type").and_then(|v| v.as_str()) {
+        Some("press") => ("按下呼叫按钮", "button pressed"),
+        Some("long-press") => ("长按呼叫按钮", "button held down"),
+        _ => return Ok(()),
+    };
     care::raise(
         &elder,
         "button",
         &t.device_id,
         t.received_at_ms as i64,
-        kind,
+        note,
     )
 }
 
