@@ -317,6 +317,11 @@ try {
   await admin.locator('form input[type=submit][value="登记设备"]').click();
   await admin.getByText(/设备密钥（只显示这一次/).waitFor();
   await admin.getByRole('link', { name: 'dongcun-speaker-9' }).waitFor();
+  // On a phone the table's rows are cards: nothing to scroll sideways; statuses in words.
+  assert.equal(await admin.locator('.table-wrap table').first().evaluate((e) => getComputedStyle(e).display), 'block');
+  const wide = await admin.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(wide <= 390, `the devices page fits a phone's width (${wide}px)`);
+  await admin.getByText(/^启用 · /).first().waitFor();
   await shot(admin, 'admin-devices');
   await admin.getByRole('link', { name: 'dongcun-gate-1' }).click();
   await admin.locator('#device-commands').waitFor();

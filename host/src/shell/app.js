@@ -38,6 +38,8 @@ const T = {
     kind: '类型', location: '位置', vendor: '厂商', model: '型号', wearer: '使用人（居民编号，个人设备）',
     lastSeen: '最近上报', secretOnce: '设备密钥（只显示这一次，请写入设备）：', rotateSecret: '更换密钥',
     commands: '指令记录', noCommands: '还没有发给这台设备的指令。', online: '在线', offline: '离线', command: '指令', outcome: '结果',
+    stActive: '启用', stDisabled: '停用', stSuspended: '已暂停', stSent: '已发出，等待应答', stAcknowledged: '已执行',
+    stRefused: '设备拒绝', stTimedOut: '超时未应答',
     importRoster: '导入居民名单（CSV 或 XLSX）', import: '导入', imported: '已导入：新增 {c}，更新 {u}，未变 {n}。',
     importErrors: '有 {n} 处错误，未导入任何数据：', row: '行', column: '列', message: '说明',
     install: '安装或升级插件（.wasm）', grantRequired: '同意授予必需权限', installed: '已安装',
@@ -72,6 +74,8 @@ const T = {
     kind: 'Kind', location: 'Location', vendor: 'Vendor', model: 'Model', wearer: 'Wearer (resident id, personal devices)',
     lastSeen: 'Last message', secretOnce: 'Device secret (shown only this once; put it into the device):', rotateSecret: 'New secret',
     commands: 'Commands', noCommands: 'No commands sent to this device yet.', online: 'online', offline: 'offline', command: 'Command', outcome: 'Outcome',
+    stActive: 'active', stDisabled: 'disabled', stSuspended: 'suspended', stSent: 'sent, awaiting an answer', stAcknowledged: 'carried out',
+    stRefused: 'refused by the device', stTimedOut: 'timed out',
     assist: 'Assisted mode', importRoster: 'Import the roster (CSV or XLSX)', import: 'Import',
     imported: 'Imported: {c} new, {u} updated, {n} unchanged.',
     importErrors: '{n} errors; nothing was imported:', row: 'Row', column: 'Column',
@@ -299,9 +303,7 @@ function block(b, ctx, depth) {
       const body = [h(`h${level}`, {}, txt(b.title)), ...blocks(b.body, ctx, depth + 1)];
       return b.path ? h('a', { class: 'card', href: ctx.href(b.path) }, body) : h('section', { class: 'card' }, body);
     }
-    case 'table': return h('div', { class: 'table-wrap' }, h('table', {},
-      h('thead', {}, h('tr', {}, b.columns.map((c) => h('th', { scope: 'col' }, txt(c))))),
-      h('tbody', {}, b.rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, txt(c))))))));
+    case 'table': return table(b.columns.map(txt), b.rows.map((r) => r.map(txt)));
     case 'form': return pageForm(b, ctx);
     case 'actions': return h('div', { class: 'actions' }, b.buttons.map((btn) => button(btn, ctx)));
     case 'image': return h('img', { class: 'block', src: ctx.src(b.src), alt: txt(b.alt), loading: 'lazy' });
@@ -644,10 +646,24 @@ async function viewMe() {
     h('div', { class: 'actions' }, exportLink));
 }
 
+/** A status the server names (of a device, a command, an installation) in the reader's
+ * language; one it does not know as it is. */
+function statusWord(s) {
+  const words = {
+    active: t('stActive'), disabled: t('stDisabled'), suspended: t('stSuspended'), sent: t('stSent'),
+    acknowledged: t('stAcknowledged'), refused: t('stRefused'), 'timed-out': t('stTimedOut'),
+  };
+  return words[s] || s;
+}
+
+/** A table. On a phone-sized screen each row is drawn as a card of label–value lines (the
+ * cells carry their column's name); the roles keep it a table for screen readers. */
 function table(columns, rows) {
-  return h('div', { class: 'table-wrap' }, h('table', {},
-    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c)))),
-    h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c ?? '')))))));
+  const label = (i) => (typeof columns[i] === 'string' ? columns[i] : '');
+  return h('div', { class: 'table-wrap' }, h('table', { role: 'table' },
+    h('thead', { role: 'rowgroup' }, h('tr', { role: 'row' }, columns.map((c) => h('th', { scope: 'col', role: 'columnheader' }, c)))),
+    h('tbody', { role: 'rowgroup' }, rows.map((r) => h('tr', { role: 'row' },
+      r.map((c, i) => h('td', { role: 'cell', 'data-label': label(i) }, c ?? '')))))));
 }
 
 // ---- admin console ---------------------------------------------------------------------
@@ -790,7 +806,7 @@ async function adminDevices(all, tenant, params) {
   const rows = page.devices.map((d) => [
     h('a', { href: `#/admin/devices?tenant=${tenant}&device=${d.id}` }, d.id), kindName(d.kind),
     `${d.name} · ${d.tenant}${d.location ? ' · ' + d.location : ''}`,
-    `${d.status} · ${fresh(d) ? t('online') : t('offline')}${d.last_seen_at ? ` (${fmtTime(d.last_seen_at)})` : ''}`,
+    `${statusWord(d.status)} · ${fresh(d) ? t('online') : t('offline')}${d.last_seen_at ? ` (${fmtTime(d.last_seen_at)})` : ''}`,
     h('button', { type: 'button', class: 'btn', onclick: async () => {
       const r = await call('POST', `/api/v1/devices/${d.id}/secret`, { body: {} });
       out.replaceChildren(r.ok ? secretNotice(d.id, r.data.secret) : notice('error', errorText(r)));
@@ -804,7 +820,7 @@ async function adminDevices(all, tenant, params) {
     sections.push(h('section', { class: 'card', id: 'device-commands' }, h('h2', {}, `${t('commands')} · ${chosen}`),
       cmds.length ? table([t('when'), t('plugin'), t('command'), t('outcome')],
         cmds.map((c) => [fmtTime(c.created_at), c.plugin_id, `${c.command} ${JSON.stringify(c.payload)}`,
-          c.status + (c.reply != null ? ` ${JSON.stringify(c.reply)}` : '')]))
+          statusWord(c.status) + (c.reply != null ? ` ${JSON.stringify(c.reply)}` : '')]))
         : h('p', {}, t('noCommands'))));
   }
   sections.push(h('section', { class: 'card' }, form), h('section', { class: 'card' }, importForm));
@@ -865,7 +881,7 @@ function pluginCard(tenant, inst) {
   return h('section', { class: 'card', 'data-plugin': inst.plugin },
     h('h2', {}, `${pick(inst.metadata, 'title')} (${inst.plugin})`),
     h('dl', { class: 'facts' }, h('dt', {}, t('version')), h('dd', {}, inst.version),
-      h('dt', {}, t('status')), h('dd', {}, inst.status + (inst.status_reason ? ` — ${inst.status_reason}` : ''))),
+      h('dt', {}, t('status')), h('dd', {}, statusWord(inst.status) + (inst.status_reason ? ` — ${inst.status_reason}` : ''))),
     h('h3', {}, t('grants')),
     table([t('grants'), '', t('purpose'), ''], [
       ...inst.metadata.required.map((c) => capRow(inst, c, true)),
