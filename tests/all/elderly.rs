@@ -94,11 +94,11 @@ async fn emergency(backend: Backend) {
         assert_eq!(got[0]["title_zh"], "紧急呼叫：李桂兰");
         assert_eq!(
             got[0]["body_zh"],
-            "李桂兰（青山县东溪镇东村二组8号）：紧急呼叫。请立即联系或上门查看。按下呼叫按钮"
+            "李桂兰（青山县东溪镇东村二组8号）：紧急呼叫（按下呼叫按钮）。请立即联系或上门查看。"
         );
         assert_eq!(
             got[0]["body_en"],
-            "李桂兰 (青山县东溪镇东村二组8号): Emergency call. Call or go there now. button pressed"
+            "李桂兰 (青山县东溪镇东村二组8号): Emergency call (button pressed). Call or go there now."
         );
         assert_eq!(got[0]["urgency"], "emergency");
         assert_eq!(got[0]["link"], format!("/alarms/{id}"));
@@ -470,14 +470,14 @@ async fn wearable_thresholds(backend: Backend) {
         heart["body_zh"]
             .as_str()
             .unwrap()
-            .contains("：心率异常。请立即联系或上门查看。心率 158，持续 "),
+            .contains("：心率异常（心率 158，持续 "),
         "{heart}"
     );
     assert!(
         heart["body_en"]
             .as_str()
             .unwrap()
-            .contains("Call or go there now. heart rate 158 for "),
+            .contains(": Abnormal heart rate (heart rate 158 for "),
         "{heart}"
     );
     assert!(

@@ -107,6 +107,15 @@ pub fn kind_words(kind: &str) -> (&'static str, &'static str) {
 /// tell the contacts and the grid workers. The alarm's id makes the notification's key.
 /// `note` says what the device reported, in Chinese and in English (empty when the kind says
 /// it all).
+/// `note` in brackets, or nothing when there is no note.
+fn bracketed(note: &str, open: &str, close: &str) -> String {
+    if note.is_empty() {
+        String::new()
+    } else {
+        format!("{open}{note}{close}")
+    }
+}
+
 pub fn raise(
     elder: &Elder,
     kind: &str,
@@ -154,12 +163,16 @@ pub fn raise(
             title_zh: format!("{zh}：{}", elder.name),
             title_en: format!("{en}: {}", elder.name),
             body_zh: format!(
-                "{}（{}）：{zh}。请立即联系或上门查看。{}",
-                elder.name, elder.address, note.0
+                "{}（{}）：{zh}{}。请立即联系或上门查看。",
+                elder.name,
+                elder.address,
+                bracketed(note.0, "（", "）")
             ),
             body_en: format!(
-                "{} ({}): {en}. Call or go there now. {}",
-                elder.name, elder.address, note.1
+                "{} ({}): {en}{}. Call or go there now.",
+                elder.name,
+                elder.address,
+                bracketed(note.1, " (", ")")
             ),
             link: Some(format!("/alarms/{id}")),
             urgency: Urgency::Emergency,
