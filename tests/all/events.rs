@@ -114,7 +114,27 @@ async fn ticks(backend: Backend) {
             .await
             .unwrap()
     );
-    assert_eq!(h.platform.deliver_outbox().await.unwrap(), 0);
+    // However long the suspension, waiting uses up none of the tick's attempts.
+    for _ in 0..=linli::platform::events::MAX_EVENT_ATTEMPTS {
+        assert_eq!(h.platform.deliver_outbox().await.unwrap(), 0);
+        sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE delivered_at IS NULL")
+            .execute(db)
+            .await
+            .unwrap();
+    }
+    let (attempts, pending): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(MAX(attempts), -1), COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!((attempts, pending), (0, 1));
+    sqlx::query("UPDATE outbox SET next_attempt_at = $1 WHERE delivered_at IS NULL")
+        .bind(linli::storage::now_ms() + 3_600_000)
+        .execute(db)
+        .await
+        .unwrap();
+    // Resumed: it is due at once.
     let (status, r) = call(
         &h,
         Some(ADMIN_TOKEN),
@@ -124,10 +144,6 @@ async fn ticks(backend: Backend) {
     )
     .await;
     assert_eq!(status, 200, "{r}");
-    sqlx::query("UPDATE outbox SET next_attempt_at = 0 WHERE delivered_at IS NULL")
-        .execute(db)
-        .await
-        .unwrap();
     assert_eq!(h.platform.deliver_outbox().await.unwrap(), 1);
     assert_eq!(spy_events(&h, "xicun", true).await.len(), 2);
 }

@@ -15,6 +15,9 @@ use crate::storage::{StorageError, now_ms, tenants};
 
 /// How often the worker looks for due entries.
 pub const OUTBOX_POLL: Duration = Duration::from_millis(200);
+/// How long an entry for a suspended installation waits before it is looked at again (a
+/// resume makes it due at once).
+const SUSPENDED_WAIT_MS: i64 = 60_000;
 
 /// The most people one notification reaches; beyond it the entry fails with this named.
 pub const MAX_RECIPIENTS: usize = 10_000;
@@ -66,10 +69,22 @@ impl Platform {
                             tracing::debug!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, "event delivered");
                         }
                     }
-                    // A suspended installation's events wait without using up attempts.
+                    // A suspended installation's events wait without using up attempts;
+                    // resuming it makes them due again at once.
+                    Err(e @ PlatformError::Conflict(_))
+                        if matches!(entry.kind.as_str(), "tick" | "event") =>
+                    {
+                        tracing::debug!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, error = %e, "entry waits");
+                        outbox::postpone(
+                            &self.db,
+                            &entry.id,
+                            &e.to_string(),
+                            now_ms() + SUSPENDED_WAIT_MS,
+                        )
+                        .await?;
+                    }
                     Err(e)
                         if entry.kind != "notify"
-                            && !matches!(e, PlatformError::Conflict(_))
                             && entry.attempts + 1 >= super::events::MAX_EVENT_ATTEMPTS =>
                     {
                         tracing::error!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, attempts = entry.attempts + 1, error = %e, "event given up");

@@ -706,6 +706,10 @@ impl Platform {
             other => other?,
         }
         self.forget(plugin);
+        if status == Status::Active {
+            // What waited while it was suspended is due now.
+            crate::storage::outbox::wake(&self.db, tenant, plugin).await?;
+        }
         self.audit_as(
             principal,
             audit::Event {

@@ -150,6 +150,33 @@ pub async fn failed(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
     Ok(())
 }
 
+/// Put an entry off until `next` without counting an attempt: its installation is suspended,
+/// and however long that lasts it must not use up the entry's retries.
+pub async fn postpone(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
+    sqlx::query("UPDATE outbox SET last_error = $2, next_attempt_at = $3 WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .bind(next)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Make an installation's waiting entries due now (it was resumed).
+pub async fn wake(db: &Db, tenant: &str, plugin: &str) -> Result<u64> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $3 WHERE tenant_id = $1 AND plugin_id = $2 \
+         AND delivered_at IS NULL AND next_attempt_at > $3",
+    )
+    .bind(tenant)
+    .bind(plugin)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// A delivered notification in a person's inbox; nothing if this entry already reached them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn inbox_in(
