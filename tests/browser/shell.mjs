@@ -288,10 +288,24 @@ try {
   await admin.locator('section[data-plugin=hello]').waitFor();
 
   step = 'admin grants identity.phone';
+  // Every required grant is given, so the list is folded to one line that counts them.
+  const caps = admin.locator('section[data-plugin=hello] details.caps');
+  assert.equal(await caps.evaluate((d) => d.open), false, 'grants folded');
+  const counted = /已授予 (\d+) \/ (\d+) 项/;
+  const before = (await caps.locator('summary').textContent()).match(counted);
+  assert.ok(before, 'the summary counts the grants');
+  await caps.locator('summary').click();
   const grant = admin.locator('section[data-plugin=hello] button[data-cap="identity.phone"]');
   assert.equal(await grant.textContent(), '授予');
   await grant.click();
   await admin.waitForFunction(() => document.querySelector('section[data-plugin=hello] button[data-cap="identity.phone"]')?.textContent === '撤销');
+  // Redrawn: still open where the admin left it, and one more counted.
+  assert.equal(await caps.evaluate((d) => d.open), true, 'grants stay open after a change');
+  const after = (await caps.locator('summary').textContent()).match(counted);
+  assert.equal(Number(after[1]), Number(before[1]) + 1);
+  assert.equal(after[2], before[2]);
+  const wideP = await admin.evaluate(() => document.documentElement.scrollWidth);
+  assert.ok(wideP <= 390, `the plugins page fits a phone's width (${wideP}px)`);
   await shot(admin, 'admin-plugins');
 
   step = 'an upgrade that asks for more shows the difference';

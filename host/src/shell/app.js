@@ -44,7 +44,8 @@ const T = {
     importErrors: '有 {n} 处错误，未导入任何数据：', row: '行', column: '列', message: '说明',
     install: '安装或升级插件（.wasm）', grantRequired: '同意授予必需权限', installed: '已安装',
     upgraded: '已升级', unchanged: '未变化', grants: '授权', purpose: '用途', requiredCap: '必需',
-    optionalCap: '可选', grant: '授予', revoke: '撤销', suspend: '暂停', resume: '恢复',
+    optionalCap: '可选', capGranted: '已授予', capNotGranted: '未授予',
+    grantedCount: '已授予 {granted} / {total} 项', grant: '授予', revoke: '撤销', suspend: '暂停', resume: '恢复',
     uninstall: '卸载', status: '状态', version: '版本', asks: '插件请求以下权限：',
     diffAdded: '新版本新增请求：', diffRemoved: '新版本不再请求（其授权失效）：', verifyChain: '校验审计链', chainOk: '审计日志完整：{n} 条记录',
     chainBroken: '审计日志被篡改：{m}', resident: '居民（编号）', reason: '事由', minutes: '时长（分钟）',
@@ -82,7 +83,8 @@ const T = {
     message: 'Message', install: 'Install or upgrade a plugin (.wasm)',
     grantRequired: 'Grant what it requires', installed: 'Installed', upgraded: 'Upgraded',
     unchanged: 'Unchanged', grants: 'Grants', purpose: 'Purpose', requiredCap: 'required',
-    optionalCap: 'optional', grant: 'Grant', revoke: 'Revoke', suspend: 'Suspend',
+    optionalCap: 'optional', capGranted: 'granted', capNotGranted: 'not granted',
+    grantedCount: '{granted} of {total} granted', grant: 'Grant', revoke: 'Revoke', suspend: 'Suspend',
     resume: 'Resume', uninstall: 'Uninstall', status: 'Status', version: 'Version',
     asks: 'The plugin asks for:', diffAdded: 'The new version also asks for:',
     diffRemoved: 'No longer asked for (their grants lapse):',
@@ -827,13 +829,36 @@ async function adminDevices(all, tenant, params) {
   return sections;
 }
 
-function capRow(inst, req, required) {
+// Which installations' grant lists the admin has open, kept across redraws.
+const openGrants = new Set();
+
+function capItem(inst, req, required) {
   const granted = inst.grants.includes(req.name);
   const path = `/api/v1/tenants/${inst.tenant}/plugins/${inst.plugin}/grants/${req.name}`;
-  return [req.name, required ? t('requiredCap') : t('optionalCap'), pick(req, 'purpose'),
+  return h('li', { class: granted ? 'granted' : 'missing' },
+    h('div', { class: 'cap' },
+      h('code', {}, req.name),
+      h('span', { class: `badge${required && !granted ? ' urgent' : ''}` }, required ? t('requiredCap') : t('optionalCap')),
+      h('span', { class: 'badge' }, granted ? t('capGranted') : t('capNotGranted'))),
+    h('span', { class: 'purpose' }, pick(req, 'purpose')),
     h('button', { type: 'button', class: `btn ${granted ? 'danger' : 'primary'}`, 'data-cap': req.name,
+      'aria-label': `${granted ? t('revoke') : t('grant')} ${req.name}`,
       onclick: async () => { await api(granted ? 'DELETE' : 'PUT', path); route(); } },
-    granted ? t('revoke') : t('grant'))];
+    granted ? t('revoke') : t('grant')));
+}
+
+/** An installation's grants, folded to one line until opened (open when a required one is missing). */
+function capList(tenant, inst) {
+  const caps = [...inst.metadata.required.map((c) => [c, true]), ...inst.metadata.optional.map((c) => [c, false])];
+  const key = `${tenant}/${inst.plugin}`;
+  const granted = caps.filter(([c]) => inst.grants.includes(c.name)).length;
+  const missing = inst.metadata.required.some((c) => !inst.grants.includes(c.name));
+  const box = h('details', { class: 'caps', open: missing || openGrants.has(key),
+    ontoggle: () => { if (box.open) openGrants.add(key); else openGrants.delete(key); } },
+  h('summary', {}, h('span', { class: 'strong' }, t('grants')), ' ',
+    t('grantedCount', { granted, total: caps.length })),
+  h('ul', { class: 'caps' }, caps.map(([c, required]) => capItem(inst, c, required))));
+  return box;
 }
 
 async function adminPlugins(all, tenant) {
@@ -882,10 +907,7 @@ function pluginCard(tenant, inst) {
     h('h2', {}, `${pick(inst.metadata, 'title')} (${inst.plugin})`),
     h('dl', { class: 'facts' }, h('dt', {}, t('version')), h('dd', {}, inst.version),
       h('dt', {}, t('status')), h('dd', {}, statusWord(inst.status) + (inst.status_reason ? ` — ${inst.status_reason}` : ''))),
-    h('h3', {}, t('grants')),
-    table([t('grants'), '', t('purpose'), ''], [
-      ...inst.metadata.required.map((c) => capRow(inst, c, true)),
-      ...inst.metadata.optional.map((c) => capRow(inst, c, false))]),
+    capList(tenant, inst),
     h('div', { class: 'actions' },
       h('button', { type: 'button', class: 'btn', onclick: async () => {
         await api('POST', `/api/v1/tenants/${tenant}/plugins/${inst.plugin}/${inst.status === 'active' ? 'suspend' : 'resume'}`, {});
