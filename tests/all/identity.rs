@@ -1197,7 +1197,73 @@ async fn roster_import_xlsx(backend: Backend) {
     assert_eq!(r.status(), 400);
 }
 
+/// Restarted over a seeded demo with rebuilt plugins: the installed ones are upgraded in
+/// place (data and grants kept); one the admin uninstalled and a new file are not installed.
+async fn demo_plugins_upgrade_on_restart(backend: Backend) {
+    let plugins = tempfile::tempdir().unwrap();
+    let hello = plugins.path().join("hello.wasm");
+    std::fs::copy(HELLO, &hello).unwrap();
+    let dir = plugins.path().to_path_buf();
+    let h = TestHost::start(backend, move |c| {
+        c.seed_demo = true;
+        c.demo_plugins_dir = Some(dir);
+    })
+    .await;
+    assert!(h.platform.seed_demo().await.unwrap());
+    assert_eq!(h.get_json("/t/dongcun/p/hello/").await.1["visits"], 1);
+    let r = h
+        .admin(Method::DELETE, "/api/v1/tenants/xicun/plugins/hello")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let version = |h: &TestHost, tenant: &'static str| {
+        let p = h.platform.clone();
+        async move {
+            p.installation(&linli_tests::ROOT, tenant, "hello")
+                .await
+                .ok()
+                .map(|i| (i.version, i.grants))
+        }
+    };
+    let before = version(&h, "dongcun").await.unwrap();
+    assert_eq!(before.0, "0.1.0");
+
+    // Restarted with the same files: nothing changes.
+    let (config, data) = h.stop().await;
+    let h = TestHost::start_with(config, data).await;
+    assert!(!h.platform.seed_demo().await.unwrap());
+    assert_eq!(version(&h, "dongcun").await.unwrap(), before);
+
+    // Rebuilt: hello is upgraded where it is installed; spy, a new file, is not installed.
+    std::fs::copy(HELLO_NEXT, &hello).unwrap();
+    std::fs::copy(SPY, plugins.path().join("spy.wasm")).unwrap();
+    let (config, data) = h.stop().await;
+    let h = TestHost::start_with(config, data).await;
+    assert!(!h.platform.seed_demo().await.unwrap());
+    let (v, grants) = version(&h, "dongcun").await.unwrap();
+    assert_eq!(v, "9.0.0");
+    assert_eq!(
+        grants,
+        ["data", "identity"],
+        "kept, less what 9.0.0 no longer asks for"
+    );
+    let (_, visits) = h.get_json("/t/dongcun/p/hello/visits").await;
+    assert_eq!(
+        (visits["visits"].as_i64(), visits["version"].as_str()),
+        (Some(1), Some("9.0.0"))
+    );
+    assert_eq!(
+        version(&h, "xicun").await,
+        None,
+        "uninstalled stays uninstalled"
+    );
+    assert_eq!(h.get("/t/dongcun/p/spy/").await.0, 404);
+    drop(plugins);
+}
+
 on_both_backends!(
+    demo_plugins_upgrade_on_restart,
     roster_import_xlsx,
     upgrade_asks_again,
     masked_until_granted,

@@ -1,8 +1,10 @@
 //! The demo county: tenants, residents and staff with known credentials, and the demo
 //! plugins installed with their required grants (and `identity`, masked). Seeded once, on
-//! an empty database, when `seed_demo` is on.
+//! an empty database, when `seed_demo` is on; on later starts the demo plugins still
+//! installed are upgraded from their files when those changed.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 
@@ -201,8 +203,22 @@ impl Platform {
     /// On an empty database: create the demo county (one township, two villages, a grid),
     /// its people, and install every `*.wasm` in `demo_plugins_dir` in both villages. Returns
     /// whether it seeded.
+    ///
+    /// On a database that already holds the demo county, the demo plugins it still has
+    /// installed are upgraded in place from the directory when their component changed
+    /// (rebuilt after a pull): data and grants stay, nothing is installed anew, and one that
+    /// now needs more grants keeps its old version with a warning.
     pub async fn seed_demo(&self) -> anyhow::Result<bool> {
-        if !self.config.seed_demo || tenants::count(&self.db).await? > 0 {
+        if !self.config.seed_demo {
+            return Ok(false);
+        }
+        if tenants::count(&self.db).await? > 0 {
+            if crate::storage::people::get_by_phone(&self.db, DEMO_PHONE)
+                .await?
+                .is_some()
+            {
+                self.upgrade_demo_plugins().await?;
+            }
             return Ok(false);
         }
         let system = Principal::System;
@@ -332,6 +348,58 @@ impl Platform {
             tracing::warn!("no demo_plugins_dir configured: the demo county has no plugins");
         }
         Ok(true)
+    }
+
+    /// Upgrade the demo plugins installed in the demo villages whose file changed.
+    async fn upgrade_demo_plugins(&self) -> anyhow::Result<()> {
+        let Some(dir) = &self.config.demo_plugins_dir else {
+            return Ok(());
+        };
+        for path in wasm_files(dir)? {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let (hash, pre) = match self.runtime.load_new(&bytes).await {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "demo plugin not loadable");
+                    continue;
+                }
+            };
+            let metadata = match self
+                .runtime
+                .metadata(
+                    &pre,
+                    self.call_context("dongcun", "-", "install", Vec::new(), None, Arc::default()),
+                )
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "demo plugin without metadata");
+                    continue;
+                }
+            };
+            for village in ["dongcun", "xicun"] {
+                let Some(row) = installs::get(&self.db, village, &metadata.id).await? else {
+                    continue;
+                };
+                if row.component_hash == hash {
+                    continue;
+                }
+                match self
+                    .install(&Principal::System, village, &bytes, &GrantChoice::default())
+                    .await
+                {
+                    Ok(r) => {
+                        tracing::info!(village, plugin = %metadata.id, from = %row.version, to = %r.installation.version, "demo plugin upgraded")
+                    }
+                    Err(e) => {
+                        tracing::warn!(village, plugin = %metadata.id, error = %e, "demo plugin not upgraded; it keeps its installed version")
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// With the elderly-care plugin in 东村: its community staff member puts 李桂兰 on the
