@@ -139,26 +139,25 @@ pub async fn delivered(db: &Db, id: &str, at: i64) -> Result<()> {
 
 /// Record a failed attempt; try again at `next`.
 pub async fn failed(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(error)
-    .bind(next)
-    .execute(db.pool())
-    .await?;
-    Ok(())
+    reschedule(db, id, error, next, 1).await
 }
 
 /// Put an entry off until `next` without counting an attempt: its installation is suspended,
 /// and however long that lasts it must not use up the entry's retries.
 pub async fn postpone(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
-    sqlx::query("UPDATE outbox SET last_error = $2, next_attempt_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .bind(next)
-        .execute(db.pool())
-        .await?;
+    reschedule(db, id, error, next, 0).await
+}
+
+async fn reschedule(db: &Db, id: &str, error: &str, next: i64, attempts: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + $4, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .bind(next)
+    .bind(attempts)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
