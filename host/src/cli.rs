@@ -178,7 +178,7 @@ enum PersonCommand {
         /// Initial password.
         #[arg(long)]
         password: Option<String>,
-        /// Comma-separated tags (elderly, living-alone, disabled, …).
+        /// Comma-separated tags (elderly or 老年人, living-alone or 独居, disabled or 残疾人, …).
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
     },
@@ -585,7 +585,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 name,
                 phone,
                 id_number,
-                tags,
+                tags: tags
+                    .iter()
+                    .map(|t| crate::storage::people::tag_for_word(t))
+                    .collect(),
                 ..PersonInput::default()
             };
             let p = platform

@@ -320,6 +320,8 @@ try {
   await admin.getByText('东村').first().waitFor();
   await admin.goto(`${URL_}/#/admin/people?tenant=dongcun`);
   await admin.getByRole('cell', { name: '张*' }).waitFor();
+  // Tags in words, not their codes.
+  await admin.getByRole('cell', { name: '老年人、独居' }).waitFor();
   await shot(admin, 'admin-people');
 
   step = 'admin console: devices, a new one with its secret shown once, a device\'s commands';

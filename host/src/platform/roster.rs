@@ -202,7 +202,7 @@ pub(super) fn rows(
         let tags = get("tags")
             .map(|t| {
                 t.split([',', ';', '、', '，', '；', ' '])
-                    .map(|s| s.trim().to_lowercase())
+                    .map(crate::storage::people::tag_for_word)
                     .filter(|s| !s.is_empty())
                     .collect()
             })
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn rows_are_checked_and_reported_by_line() {
-        let csv = "姓名,手机号,身份证号,标签\n张三,13800138000,11010519491231002X,elderly、living-alone\n,13800138001,,\n李四,13800138000,,\n";
+        let csv = "姓名,手机号,身份证号,标签\n张三,13800138000,11010519491231002X,elderly、独居\n,13800138001,,\n李四,13800138000,,\n";
         let t = read_csv(csv.as_bytes()).unwrap();
         let subtree = vec!["dongcun".to_string()];
         let (ok, errors) = rows(&t, "dongcun", &subtree);

@@ -51,6 +51,8 @@ const T = {
     chainBroken: '审计日志被篡改：{m}', resident: '居民（编号）', reason: '事由', minutes: '时长（分钟）',
     startAssist: '开始帮办', place: '村社', choosePlace: '选择村社', name: '姓名',
     idNumber: '身份证号', birth: '出生日期', household: '户', address: '地址', tags: '标签',
+    personId: '编号', tag_elderly: '老年人', 'tag_living-alone': '独居', tag_disabled: '残疾人',
+    'tag_party-member': '党员', tag_veteran: '退役军人', 'tag_low-income': '低收入', 'tag_special-care': '特殊关爱',
     more: '更多', openFeature: '打开', uninstallConfirm: '卸载后该插件的数据仍保留。确定卸载？',
     none: '无',
   },
@@ -92,7 +94,9 @@ const T = {
     chainBroken: 'Audit log broken: {m}', resident: 'Resident (id)', reason: 'Reason',
     minutes: 'Minutes', startAssist: 'Start assisting', place: 'Place', choosePlace: 'Choose a place',
     name: 'Name', idNumber: 'ID number', birth: 'Birth date', household: 'Household',
-    address: 'Address', tags: 'Tags', more: 'More', openFeature: 'Open',
+    address: 'Address', tags: 'Tags', personId: 'ID', tag_elderly: 'elderly',
+    'tag_living-alone': 'living alone', tag_disabled: 'disabled', 'tag_party-member': 'party member',
+    tag_veteran: 'veteran', 'tag_low-income': 'low income', 'tag_special-care': 'special care', more: 'More', openFeature: 'Open',
     uninstallConfirm: 'Its data stays. Uninstall?', none: 'none',
   },
 };
@@ -624,7 +628,7 @@ async function viewMe() {
   const uses = await api('GET', '/api/v1/me/data-use?limit=200');
   const facts = [
     [t('name'), p.name], [t('phone'), p.phone], [t('idNumber'), p.id_number], [t('birth'), p.birth_date],
-    [t('household'), p.household], [t('address'), p.address], [t('tags'), (p.tags || []).join('、')],
+    [t('household'), p.household], [t('address'), p.address], [t('tags'), tagWords(p.tags)],
     [t('place'), p.tenant],
   ].filter(([, v]) => v);
   const rows = uses.slice().reverse().map((u) => {
@@ -650,6 +654,11 @@ async function viewMe() {
 
 /** A status the server names (of a device, a command, an installation) in the reader's
  * language; one it does not know as it is. */
+/** A person's tags in words (a free tag as written). */
+function tagWords(tags) {
+  return (tags || []).map((tag) => (T.zh[`tag_${tag}`] ? t(`tag_${tag}`) : tag)).join(S.lang === 'en' ? ', ' : '、');
+}
+
 function statusWord(s) {
   const words = {
     active: t('stActive'), disabled: t('stDisabled'), suspended: t('stSuspended'), sent: t('stSent'),
@@ -744,8 +753,8 @@ async function adminPeople(all, tenant) {
   return [placePicker(all, tenant, 'people'),
     h('section', { class: 'card' }, form, report),
     h('section', { class: 'card' }, h('h2', {}, t('people')),
-      table([t('name'), t('phone'), t('idNumber'), t('household'), t('tags'), 'id'],
-        page.people.map((p) => [p.name, p.phone, p.id_number, p.household, (p.tags || []).join('、'), p.id])))];
+      table([t('name'), t('phone'), t('idNumber'), t('household'), t('tags'), t('personId')],
+        page.people.map((p) => [p.name, p.phone, p.id_number, p.household, tagWords(p.tags), p.id])))];
 }
 
 /** Devices of a place: the list, registering one (its secret shown once), a CSV/XLSX import

@@ -93,6 +93,29 @@ pub const SENSITIVE_TAGS: &[&str] = &[
     "special-care",
 ];
 
+/// The tags linli knows, with the Chinese words a roster may use for them (the import takes
+/// either; the shell shows the first word).
+pub const KNOWN_TAGS: &[(&str, &[&str])] = &[
+    ("elderly", &["老年人", "老人"]),
+    ("living-alone", &["独居", "独居老人"]),
+    ("disabled", &["残疾人", "残疾"]),
+    ("party-member", &["党员"]),
+    ("veteran", &["退役军人"]),
+    ("low-income", &["低收入", "低保"]),
+    ("special-care", &["特殊关爱", "重点关爱"]),
+];
+
+/// A roster's word for a tag: a known tag's Chinese word becomes the tag, anything else is
+/// taken as written, lower-cased (and then checked by [`valid_tag`]).
+pub fn tag_for_word(word: &str) -> String {
+    let word = word.trim();
+    KNOWN_TAGS
+        .iter()
+        .find(|(_, words)| words.contains(&word))
+        .map(|(tag, _)| (*tag).to_owned())
+        .unwrap_or_else(|| word.to_lowercase())
+}
+
 /// Tags the import and the API accept (kebab-case; free tags must match `[a-z][a-z0-9-]{0,31}`).
 pub fn valid_tag(t: &str) -> bool {
     !t.is_empty()
@@ -159,9 +182,13 @@ pub fn validate(input: &PersonInput) -> std::result::Result<(), (String, String)
         return err("tags", "标签最多 32 个 / at most 32 tags".into());
     }
     if let Some(t) = input.tags.iter().find(|t| !valid_tag(t)) {
+        let words: Vec<&str> = KNOWN_TAGS.iter().map(|(_, w)| w[0]).collect();
         return err(
             "tags",
-            format!("标签无效 / invalid tag {t:?} (lower-case letters, digits and '-', ≤ 32)"),
+            format!(
+                "标签无效 / invalid tag {t:?}: 可用 {}，或小写字母、数字和 - 组成的标签 / use one of those or lower-case letters, digits and '-' (≤ 32)",
+                words.join("、")
+            ),
         );
     }
     Ok(())
@@ -611,6 +638,19 @@ mod tests {
         assert!(!valid_id_number("110105194912310021"));
         assert!(!valid_id_number("11010519491231002"));
         assert!(!valid_id_number("11010519491331002X"), "month 13");
+    }
+
+    #[test]
+    fn tags_from_words() {
+        assert_eq!(tag_for_word(" 老年人 "), "elderly");
+        assert_eq!(tag_for_word("低保"), "low-income");
+        assert_eq!(tag_for_word("Veteran"), "veteran");
+        // An unknown word is kept as written, for `valid_tag` to refuse.
+        assert_eq!(tag_for_word("五保户"), "五保户");
+        assert!(!valid_tag(&tag_for_word("五保户")));
+        for (tag, words) in KNOWN_TAGS {
+            assert!(valid_tag(tag) && !words.is_empty(), "{tag}");
+        }
     }
 
     #[test]
