@@ -177,6 +177,40 @@ async fn masked_until_granted(backend: Backend) {
     let detail = &last["detail"];
     assert_eq!(detail["full"], serde_json::json!(["phone"]));
 
+    // She sees the same in "my data": newest first, with the plugin's title and her name,
+    // paging back with `before`.
+    let (status, uses) = get(&h, &zhang, "/api/v1/me/data-use?newest=true&limit=2").await;
+    assert_eq!(status, 200, "{uses}");
+    let uses = uses.as_array().unwrap().clone();
+    assert_eq!(uses.len(), 2);
+    assert_eq!(uses[0]["seq"], last["seq"]);
+    assert!(uses[0]["seq"].as_i64() > uses[1]["seq"].as_i64());
+    assert_eq!(uses[0]["plugin_title_zh"], "你好邻里");
+    assert_eq!(uses[0]["actor_name"], "张秀英");
+    assert_eq!(uses[0]["detail"]["full"], serde_json::json!(["phone"]));
+    let (_, older) = get(
+        &h,
+        &zhang,
+        &format!(
+            "/api/v1/me/data-use?newest=true&limit=200&before={}",
+            uses[1]["seq"]
+        ),
+    )
+    .await;
+    let older = older.as_array().unwrap();
+    assert!(!older.is_empty());
+    assert!(
+        older
+            .iter()
+            .all(|u| u["seq"].as_i64() < uses[1]["seq"].as_i64())
+    );
+    let (_, oldest) = get(&h, &zhang, "/api/v1/me/data-use?limit=1").await;
+    assert_eq!(
+        oldest[0]["seq"],
+        older.last().unwrap()["seq"],
+        "oldest first by default"
+    );
+
     // Revoking hides it again on the next call.
     let (status, _) = call(
         &h,

@@ -173,17 +173,20 @@ try {
   await page.getByRole('heading', { name: '我的数据', exact: true }).waitFor();
   await page.unroute('**/api/v1/me/inbox');
 
+  step = 'my data says who used which field, in words';
+  await page.goto(`${URL_}/#/me`);
+  await page.getByRole('cell', { name: '协商议事' }).first().waitFor();
+  await page.getByRole('cell', { name: '读取您的资料' }).first().waitFor();
+  await page.getByRole('cell', { name: /出生日期（完整）/ }).first().waitFor();
+  assert.equal(await page.getByRole('cell', { name: /identity\.get-profile|p-[0-9a-f]{20}/ }).count(), 0,
+    'no action codes or person ids');
+
   step = 'her car is registered; she makes a visitor pass (elder mode)';
   await page.goto(`${URL_}/#/p/dongcun/parking/`);
   await page.getByText('浙A12345').first().waitFor();
   await page.locator('input[type=submit][value="生成访客通行证"]').click();
   await page.getByText(/通行证 \d{6}，有效至/).waitFor();
   await shot(page, 'elder-parking-pass');
-
-  step = 'my data shows which plugin used which field';
-  await page.goto(`${URL_}/#/me`);
-  await page.getByRole('cell', { name: 'consultation' }).first().waitFor();
-  await page.getByRole('cell', { name: 'identity.get-profile' }).first().waitFor();
 
   step = 'signing out';
   await page.goto(`${URL_}/#/signout`);

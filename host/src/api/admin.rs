@@ -304,6 +304,7 @@ pub(super) async fn list_audit(
         plugin: q.plugin,
         tenants: q.tenant.map(|t| vec![t]),
         action_prefix: q.action,
+        ..Default::default()
     };
     Ok(Json(p.audit_records(&who, query).await?))
 }

@@ -13,8 +13,7 @@ use super::error::ErrorBody;
 use super::principal::SignedIn;
 use super::{ApiError, bad_json};
 use crate::identity::Me;
-use crate::platform::{Feature, Platform, SignIn};
-use crate::storage::audit;
+use crate::platform::{DataUse, DataUseRange, Feature, Platform, SignIn};
 use crate::storage::inbox::Message;
 
 /// Password sign-in.
@@ -221,26 +220,38 @@ pub(super) async fn features(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DataUseQuery {
-    /// Records after this sequence number (for paging).
+    /// Records after this sequence number (paging forward, oldest first).
     #[serde(default)]
     after: i64,
+    /// Newest first (the shell's view), paging back with `before`.
+    #[serde(default)]
+    newest: bool,
+    /// Records before this sequence number.
+    before: Option<i64>,
     /// At most this many (1–200, default 50).
     limit: Option<u32>,
 }
 
 /// Who used my personal data: every audit record whose subject is me (plugins reading my
-/// profile, staff acting for me, exports), oldest first.
+/// profile, staff acting for me, exports), oldest first or with `newest=true` newest first,
+/// each with the name of who acted and the plugin's title.
 #[utoipa::path(get, path = "/api/v1/me/data-use", tag = "me", security(("bearer" = [])),
     params(DataUseQuery),
-    responses((status = 200, body = Vec<audit::Record>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<DataUse>), (status = 401, body = ErrorBody)))]
 pub(super) async fn data_use(
     State(p): State<Arc<Platform>>,
     SignedIn(s): SignedIn,
     Query(q): Query<DataUseQuery>,
-) -> Result<Json<Vec<audit::Record>>, ApiError> {
+) -> Result<Json<Vec<DataUse>>, ApiError> {
     let me = match &s.acting_for {
         Some((resident, _)) => resident.id.clone(),
         None => s.person.id.clone(),
     };
-    Ok(Json(p.data_use(&me, q.after, q.limit.unwrap_or(50)).await?))
+    let range = DataUseRange {
+        after: q.after,
+        before: q.before,
+        newest_first: q.newest,
+        limit: q.limit.unwrap_or(50),
+    };
+    Ok(Json(p.data_use(&me, range).await?))
 }

@@ -127,6 +127,28 @@ pub struct Installation {
     pub updated_at: i64,
 }
 
+/// Which of a person's data-use records: after `after`, or newest first before `before`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataUseRange {
+    pub after: i64,
+    pub before: Option<i64>,
+    pub newest_first: bool,
+    pub limit: u32,
+}
+
+/// One use of a person's data, for that person: the audit record with the names a reader
+/// needs — who acted (and who assisted), and the plugin's title where it is installed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DataUse {
+    #[serde(flatten)]
+    pub record: audit::Record,
+    /// The actor's name when the actor is a person (not `system` or `admin`).
+    pub actor_name: Option<String>,
+    pub assistant_name: Option<String>,
+    pub plugin_title_zh: Option<String>,
+    pub plugin_title_en: Option<String>,
+}
+
 /// A feature (an installed plugin) available at a place, as the web shell's home shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Feature {
@@ -374,23 +396,61 @@ impl Platform {
         Ok(audit::query(&self.db, &query).await?)
     }
 
-    /// The audit records about one person's data (for that person: no role needed).
+    /// The audit records about one person's data (for that person: no role needed), with
+    /// the names of who acted and of the plugin. `newest_first` pages back with `before`.
     pub async fn data_use(
         &self,
         person: &str,
-        after: i64,
-        limit: u32,
-    ) -> Result<Vec<audit::Record>, PlatformError> {
+        range: DataUseRange,
+    ) -> Result<Vec<DataUse>, PlatformError> {
         let query = audit::Query {
-            after,
-            limit: limit.clamp(1, 200),
-            person: None,
+            after: range.after,
+            before: range.before,
+            newest_first: range.newest_first,
+            limit: range.limit.clamp(1, 200),
             subject: Some(person.to_owned()),
-            plugin: None,
-            tenants: None,
-            action_prefix: None,
+            ..audit::Query::default()
         };
-        Ok(audit::query(&self.db, &query).await?)
+        let records = audit::query(&self.db, &query).await?;
+        let mut names: HashMap<String, Option<String>> = HashMap::new();
+        let mut titles: HashMap<(String, String), Option<(String, String)>> = HashMap::new();
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let mut who = Vec::with_capacity(2);
+            for id in std::iter::once(&record.actor).chain(record.assistant.as_ref()) {
+                if !names.contains_key(id) {
+                    let name = crate::storage::people::get(&self.db, id)
+                        .await?
+                        .map(|p| p.name);
+                    names.insert(id.clone(), name);
+                }
+                who.push(names[id].clone());
+            }
+            let title = match (&record.tenant, &record.plugin) {
+                (Some(t), Some(p)) => {
+                    let key = (t.clone(), p.clone());
+                    if !titles.contains_key(&key) {
+                        let title = installs::get(&self.db, t, p)
+                            .await?
+                            .and_then(|row| to_installation(&row).ok())
+                            .map(|i| (i.metadata.title_zh, i.metadata.title_en));
+                        titles.insert(key.clone(), title);
+                    }
+                    titles[&key].clone()
+                }
+                _ => None,
+            };
+            let (plugin_title_zh, plugin_title_en) = title.unzip();
+            let mut who = who.into_iter();
+            out.push(DataUse {
+                actor_name: who.next().flatten(),
+                assistant_name: who.next().flatten(),
+                record,
+                plugin_title_zh,
+                plugin_title_en,
+            });
+        }
+        Ok(out)
     }
 
     /// Check the audit chain (Root or an audit admin at the county).

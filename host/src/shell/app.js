@@ -31,6 +31,14 @@ const T = {
     noMessages: '没有消息。', unread: '未读', urgent: '紧急', openIt: '查看', profile: '我的资料', dataUse: '谁使用了我的数据',
     noDataUse: '还没有插件或工作人员使用过您的个人数据。', exportData: '下载我的全部数据',
     when: '时间', who: '谁', plugin: '插件', action: '操作', fields: '字段', masked: '（脱敏）',
+    lastUse: '最近一次', times: '次数', useSince: '（最早 {first}）', youSelf: '您本人', bySystem: '系统',
+    byAdmin: '管理员', assistedBy: '{who}（{by} 帮办）', useNewest: '只显示最近 200 条记录；全部记录可下载。',
+    'use_identity.get-profile': '读取您的资料', 'use_identity.list-residents': '在居民名单中查看您',
+    'use_auth.sign-in': '登录', 'use_person.create': '登记您的信息', 'use_person.view': '查看您的资料',
+    'use_person.export': '导出您的数据', 'use_person.erase': '删除您的数据', 'use_person.import': '名单导入',
+    'use_assist.start': '开始帮办', 'use_device.create': '登记您的设备', 'use_device.update': '修改您的设备',
+    'use_role.assign': '授予角色', 'use_role.revoke': '撤销角色', 'use_auth.password-set': '设置密码',
+    'use_auth.password-change': '修改密码', 'use_auth.unlock': '解除锁定', 'use_auth.totp-enrol': '绑定动态口令',
     full: '完整', error: '出错了', back: '返回', notFound: '没有这个页面。', retry: '重试',
     confirm: '确定吗？', submit: '提交', required: '必填', signedOutExpired: '登录已过期，请重新登录。',
     tenants: '组织架构', people: '居民', plugins: '插件', audit: '审计日志', assist: '帮办代办',
@@ -69,7 +77,15 @@ const T = {
     noMessages: 'No messages.', unread: 'unread', urgent: 'urgent', openIt: 'Open', profile: 'My profile', dataUse: 'Who used my data',
     noDataUse: 'No plugin or staff member has used your personal data yet.',
     exportData: 'Download all my data', when: 'When', who: 'Who', plugin: 'Plugin',
-    action: 'Action', fields: 'Fields', masked: '(masked)', full: 'full', error: 'Something went wrong',
+    action: 'Action', fields: 'Fields', masked: '(masked)', full: 'full',
+    lastUse: 'Last', times: 'Times', useSince: '(first {first})', youSelf: 'You', bySystem: 'System',
+    byAdmin: 'Administrator', assistedBy: '{who} (assisted by {by})', useNewest: 'The latest 200 records only; download them all.',
+    'use_identity.get-profile': 'read your profile', 'use_identity.list-residents': 'saw you in the residents list',
+    'use_auth.sign-in': 'signed in', 'use_person.create': 'registered you', 'use_person.view': 'viewed your record',
+    'use_person.export': 'exported your data', 'use_person.erase': 'erased your data', 'use_person.import': 'roster import',
+    'use_assist.start': 'started assisting', 'use_device.create': 'registered your device', 'use_device.update': 'changed your device',
+    'use_role.assign': 'gave a role', 'use_role.revoke': 'took a role away', 'use_auth.password-set': 'set the password',
+    'use_auth.password-change': 'changed the password', 'use_auth.unlock': 'unlocked sign-in', 'use_auth.totp-enrol': 'enrolled an authenticator', error: 'Something went wrong',
     back: 'Back', notFound: 'No such page.', retry: 'Retry', confirm: 'Are you sure?',
     submit: 'Submit', required: 'required', signedOutExpired: 'Your session ended; please sign in again.',
     tenants: 'Places', people: 'Residents', plugins: 'Plugins', audit: 'Audit log',
@@ -625,17 +641,15 @@ async function viewInbox() {
 async function viewMe() {
   const me = S.me;
   const p = me.person;
-  const uses = await api('GET', '/api/v1/me/data-use?limit=200');
+  const uses = await api('GET', '/api/v1/me/data-use?newest=true&limit=200');
   const facts = [
     [t('name'), p.name], [t('phone'), p.phone], [t('idNumber'), p.id_number], [t('birth'), p.birth_date],
     [t('household'), p.household], [t('address'), p.address], [t('tags'), tagWords(p.tags)],
     [t('place'), p.tenant],
   ].filter(([, v]) => v);
-  const rows = uses.slice().reverse().map((u) => {
-    const d = u.detail || {};
-    const fields = [...(d.full || []).map((f) => `${f}（${t('full')}）`), ...(d.masked || []).map((f) => `${f}${t('masked')}`)];
-    return [fmtTime(u.at), u.assistant ? `${u.actor} / ${u.assistant}` : u.actor, u.plugin || '—', u.action, fields.join('、') || '—'];
-  });
+  const rows = dataUseGroups(uses, p.id).map((g) => [
+    fmtTime(g.last) + (g.count > 1 ? ` ${t('useSince', { first: fmtTime(g.first) })}` : ''),
+    g.who, g.plugin, g.action, g.fields, String(g.count)]);
   const exportLink = h('button', { type: 'button', class: 'btn', onclick: async () => {
     const r = await call('GET', '/api/v1/me/export');
     const blob = new Blob([JSON.stringify(r.data, null, 2)], { type: 'application/json' });
@@ -648,8 +662,29 @@ async function viewMe() {
     h('section', { class: 'card' }, h('h2', {}, t('profile')),
       h('dl', { class: 'facts' }, facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]))),
     h('section', { class: 'card' }, h('h2', {}, t('dataUse')),
-      rows.length === 0 ? h('p', { class: 'empty' }, t('noDataUse')) : table([t('when'), t('who'), t('plugin'), t('action'), t('fields')], rows)),
+      rows.length === 0 ? h('p', { class: 'empty' }, t('noDataUse')) : table([t('lastUse'), t('who'), t('plugin'), t('action'), t('fields'), t('times')], rows),
+      uses.length === 200 ? h('p', { class: 'muted' }, t('useNewest')) : null),
     h('div', { class: 'actions' }, exportLink));
+}
+
+/** The uses of my data, newest first, folded to one row per (who, plugin, action, fields)
+ * with how often and since when; each in words. */
+function dataUseGroups(uses, me) {
+  const fieldKey = { name: 'name', phone: 'phone', 'id-number': 'idNumber', 'birth-date': 'birth', household: 'household', address: 'address', tags: 'tags' };
+  const field = (f) => (fieldKey[f] ? t(fieldKey[f]) : f);
+  const person = (id, name) => (id === me ? t('youSelf') : id === 'system' ? t('bySystem') : id === 'admin' ? t('byAdmin') : name || id);
+  const groups = new Map();
+  for (const u of uses) {
+    const d = u.detail || {};
+    const fields = [...(d.full || []).map((f) => `${field(f)}（${t('full')}）`), ...(d.masked || []).map((f) => `${field(f)}${t('masked')}`)].join('、') || '—';
+    const who = u.assistant ? t('assistedBy', { who: person(u.actor, u.actor_name), by: person(u.assistant, u.assistant_name) }) : person(u.actor, u.actor_name);
+    const plugin = u.plugin ? pick({ title_zh: u.plugin_title_zh || u.plugin, title_en: u.plugin_title_en || u.plugin }, 'title') : '—';
+    const action = T.zh[`use_${u.action}`] ? t(`use_${u.action}`) : u.action;
+    const key = JSON.stringify([who, plugin, action, fields]);
+    const g = groups.get(key);
+    if (g) { g.count += 1; g.first = Math.min(g.first, u.at); g.last = Math.max(g.last, u.at); } else groups.set(key, { who, plugin, action, fields, count: 1, first: u.at, last: u.at });
+  }
+  return [...groups.values()].sort((a, b) => b.last - a.last);
 }
 
 /** A status the server names (of a device, a command, an installation) in the reader's

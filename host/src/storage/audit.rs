@@ -193,6 +193,10 @@ pub struct Query {
     pub tenants: Option<Vec<String>>,
     /// Actions starting with this (e.g. `identity.`).
     pub action_prefix: Option<String>,
+    /// Records before this sequence number (paging back from the newest).
+    pub before: Option<i64>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
 }
 
 /// Records after `after_seq`, oldest first, at most `limit`.
@@ -242,7 +246,13 @@ pub async fn query(db: &Db, q: &Query) -> Result<Vec<Record>> {
             a.chars().count()
         ));
     }
-    sql.push_str(&format!(" ORDER BY seq LIMIT ${}", binds.len() + 2));
+    if let Some(before) = q.before {
+        // An integer, so written into the statement (a text bind would not compare with
+        // Postgres's BIGINT).
+        sql.push_str(&format!(" AND seq < {before}"));
+    }
+    let order = if q.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY seq {order} LIMIT ${}", binds.len() + 2));
     let mut query = sqlx::query(&sql).bind(q.after);
     for b in &binds {
         query = query.bind(b);
