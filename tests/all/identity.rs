@@ -134,6 +134,14 @@ async fn masked_until_granted(backend: Backend) {
         serde_json::json!(["qingshan", "dongxi", "dongcun"])
     );
     assert_eq!(me["roles"], serde_json::json!(["resident"]));
+    let (_, who) = get(&h, &zhang, "/api/v1/me").await;
+    let place: Vec<&str> = who["place"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name_zh"].as_str().unwrap())
+        .collect();
+    assert_eq!(place, ["青山县", "东溪镇", "东村"], "{who}");
 
     // The security admin of the township grants identity.phone.
     let sec = sign_in(&h, SECADMIN).await;

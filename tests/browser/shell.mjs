@@ -105,6 +105,7 @@ try {
   await shot(page, 'signin');
   await signIn(page, '13800000001');
   await page.getByRole('heading', { name: /您好/ }).waitFor();
+  await page.getByRole('heading', { name: '东村的服务' }).waitFor();
   await shot(page, 'resident-home');
 
   step = 'resident opens the topic';
@@ -175,6 +176,7 @@ try {
 
   step = 'my data says who used which field, in words';
   await page.goto(`${URL_}/#/me`);
+  await page.getByText('青山县 › 东溪镇 › 东村').waitFor();
   await page.getByRole('cell', { name: '协商议事' }).first().waitFor();
   await page.getByRole('cell', { name: '读取您的资料' }).first().waitFor();
   await page.getByRole('cell', { name: /出生日期（完整）/ }).first().waitFor();

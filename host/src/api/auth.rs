@@ -120,8 +120,11 @@ pub(super) async fn rotate(
 /// Who I am: my record, my roles, and whom I act for in assisted mode.
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
-pub(super) async fn me(State(p): State<Arc<Platform>>, SignedIn(s): SignedIn) -> Json<Me> {
-    Json(p.me(&s))
+pub(super) async fn me(
+    State(p): State<Arc<Platform>>,
+    SignedIn(s): SignedIn,
+) -> Result<Json<Me>, ApiError> {
+    Ok(Json(p.me(&s).await?))
 }
 
 /// A password change.

@@ -218,10 +218,20 @@ impl Caller {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Me {
     pub person: Person,
+    /// The person's place from the county down, with its names (for "东村" instead of an id).
+    pub place: Vec<PlaceName>,
     pub roles: Vec<RoleAt>,
     /// Assisted mode: the resident acted for (masked) and the reason.
     pub acting_for: Option<ActingFor>,
     pub expires_at: i64,
+}
+
+/// A place by id and name.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PlaceName {
+    pub id: String,
+    pub name_zh: String,
+    pub name_en: String,
 }
 
 /// The resident an assisted session acts for.

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::{Platform, PlatformError};
 use crate::identity::auth::{self, code_hash, new_token, token_hash};
-use crate::identity::{ActingFor, Me, Permission, Principal, Session, mask, needs_totp};
+use crate::identity::{ActingFor, Me, Permission, PlaceName, Principal, Session, mask, needs_totp};
 use crate::storage::people::{self, Person, PersonKind};
 use crate::storage::sessions::{self as store, CodeLimits, SessionRow};
 use crate::storage::{audit, inbox, now_ms, tenants};
@@ -357,9 +357,20 @@ impl Platform {
     }
 
     /// Who the session is.
-    pub fn me(&self, session: &Session) -> Me {
-        Me {
+    pub async fn me(&self, session: &Session) -> Result<Me, PlatformError> {
+        let mut place = Vec::new();
+        for id in tenants::path(&self.db, &session.person.tenant).await? {
+            if let Some(t) = tenants::get(&self.db, &id).await? {
+                place.push(PlaceName {
+                    id: t.id,
+                    name_zh: t.name_zh,
+                    name_en: t.name_en,
+                });
+            }
+        }
+        Ok(Me {
             person: session.person.clone(),
+            place,
             roles: session.roles.clone(),
             acting_for: session.acting_for.as_ref().map(|(r, reason)| ActingFor {
                 id: r.id.clone(),
@@ -368,7 +379,7 @@ impl Platform {
                 reason: reason.clone(),
             }),
             expires_at: session.expires_at,
-        }
+        })
     }
 
     /// Change one's own password.

@@ -26,7 +26,7 @@ const T = {
     signIn: '登录', phone: '手机号', password: '密码', byPassword: '密码登录', byCode: '短信验证码登录',
     sendCode: '发送验证码', code: '验证码', codeSent: '如该号码已登记，验证码已发送。',
     totpTitle: '管理员二次验证', totpCode: '动态口令（6 位）', verify: '验证',
-    features: '本村社的服务', noFeatures: '本村社还没有安装服务。', welcome: '您好',
+    features: '本村社的服务', featuresAt: '{place}的服务', noFeatures: '本村社还没有安装服务。', welcome: '您好',
     assisted: '帮办模式：正在为 {name} 办理（{reason}）', endAssist: '结束帮办',
     noMessages: '没有消息。', unread: '未读', urgent: '紧急', openIt: '查看', profile: '我的资料', dataUse: '谁使用了我的数据',
     noDataUse: '还没有插件或工作人员使用过您的个人数据。', exportData: '下载我的全部数据',
@@ -72,7 +72,7 @@ const T = {
     byCode: 'SMS code', sendCode: 'Send code', code: 'Code',
     codeSent: 'If the number is registered, a code has been sent.',
     totpTitle: 'Admin second factor', totpCode: 'Authenticator code (6 digits)', verify: 'Verify',
-    features: 'Services here', noFeatures: 'No services are installed here yet.', welcome: 'Hello',
+    features: 'Services here', featuresAt: 'Services in {place}', noFeatures: 'No services are installed here yet.', welcome: 'Hello',
     assisted: 'Assisted mode: acting for {name} ({reason})', endAssist: 'End assisted mode',
     noMessages: 'No messages.', unread: 'unread', urgent: 'urgent', openIt: 'Open', profile: 'My profile', dataUse: 'Who used my data',
     noDataUse: 'No plugin or staff member has used your personal data yet.',
@@ -542,6 +542,11 @@ async function finishSignIn(pending, msg) {
   location.hash = '#/';
 }
 
+/** The signed-in person's own place id, when the server named it. */
+function ownPlace(me) {
+  return me.place && me.place.length && !me.acting_for ? me.place[me.place.length - 1].id : null;
+}
+
 async function viewHome(params) {
   const me = S.me;
   // In assisted mode: the resident's place.
@@ -564,7 +569,7 @@ async function viewHome(params) {
     h('h1', {}, `${t('welcome')}，${me.person.name}`),
     assistBanner(me),
     picker,
-    h('h2', {}, t('features')),
+    h('h2', {}, ownPlace(me) === place && !picker ? t('featuresAt', { place: tenantName(me.place[me.place.length - 1]) }) : t('features')),
     features.length === 0 ? h('p', { class: 'empty' }, t('noFeatures')) : h('div', { class: 'grid' },
       features.map((f) => h('a', { class: 'card', href: `#/p/${place}/${f.plugin}/` },
         h('div', { class: 'title' }, pick(f, 'title')),
@@ -645,7 +650,7 @@ async function viewMe() {
   const facts = [
     [t('name'), p.name], [t('phone'), p.phone], [t('idNumber'), p.id_number], [t('birth'), p.birth_date],
     [t('household'), p.household], [t('address'), p.address], [t('tags'), tagWords(p.tags)],
-    [t('place'), p.tenant],
+    [t('place'), (me.place || []).map(tenantName).join(' › ') || p.tenant],
   ].filter(([, v]) => v);
   const rows = dataUseGroups(uses, p.id).map((g) => [
     fmtTime(g.last) + (g.count > 1 ? ` ${t('useSince', { first: fmtTime(g.first) })}` : ''),
