@@ -316,7 +316,7 @@ pub fn escalate(due: i64) -> Result<(), String> {
                 title_zh: format!("{zh}无人响应（{minutes} 分钟）：{}", a.elder_name),
                 title_en: format!("{en} unanswered for {minutes} min: {}", a.elder_name),
                 body_zh: format!(
-                    "{} 的警报已 {minutes} 分钟无人确认，请立即处置。地址：{}",
+                    "{}的警报已 {minutes} 分钟无人确认，请立即处置。地址：{}",
                     a.elder_name, a.address
                 ),
                 body_en: format!(

@@ -353,7 +353,7 @@ pub fn step(req: &Request, p: &Params, action: &str) -> Answer {
                 title_zh: format!("预约已确认：{} {}", what.zh(), b.date),
                 title_en: format!("Booking confirmed: {} on {}", what.en(), b.date),
                 body_zh: format!(
-                    "{} 的{}已安排在 {} {}。",
+                    "{}的{}已安排在 {} {}。",
                     b.elder_name,
                     what.zh(),
                     b.date,
