@@ -701,6 +701,27 @@ async fn assisted_mode(backend: Backend) {
     )
     .await;
     assert_eq!(status, 403, "not the grid worker's village");
+    // By phone, too — and a phone outside the grid worker's places tells nothing.
+    let (status, r) = call(
+        &h,
+        Some(&grid),
+        Method::POST,
+        "/api/v1/assist",
+        Some(start(WANG, "代办", 30)),
+    )
+    .await;
+    assert_eq!(status, 404, "{r}");
+    let (status, r) = call(
+        &h,
+        Some(&grid),
+        Method::POST,
+        "/api/v1/assist",
+        Some(start(LI, "代缴医保", 30)),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let (_, who) = get(&h, r["token"].as_str().unwrap(), "/t/dongcun/p/spy/whoami").await;
+    assert_eq!(who["id"], li_id.as_str(), "the elder found by her phone");
     let (status, r) = call(
         &h,
         Some(&grid),
@@ -723,18 +744,35 @@ async fn assisted_mode(backend: Backend) {
     let (_, me) = get(&h, &assisted, "/t/dongcun/p/hello/me").await;
     assert_eq!(me["assistant"], "刘*");
     assert_eq!(me["profile"]["name"]["value"], "李*");
-    // No admin powers in an assisted session.
+    // No admin powers in an assisted session, and no download of the elder's full record.
     assert_eq!(
         get(&h, &assisted, "/api/v1/tenants/dongcun/people").await.0,
         403
     );
+    let (status, r) = get(&h, &assisted, "/api/v1/me/export").await;
+    assert_eq!(status, 403, "{r}");
+    assert!(r.to_string().contains("assisted mode"), "{r}");
+    // "My data" in the session is the elder's: her data's uses, the assistant named.
+    let (status, uses) = get(&h, &assisted, "/api/v1/me/data-use?newest=true").await;
+    assert_eq!(status, 200, "{uses}");
+    let read = uses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["action"] == "identity.get-profile")
+        .expect("her profile read, listed");
+    assert_eq!(read["subject"], li_id.as_str());
+    assert_eq!(read["assistant_name"], "刘网格");
 
     // The elder's inbox says so.
     let inbox = linli::storage::inbox::list(&h.platform.db, &li_id, 10)
         .await
         .unwrap();
-    assert_eq!(inbox.len(), 1);
-    assert!(inbox[0].body_zh.contains("代缴医保"), "{inbox:?}");
+    assert_eq!(inbox.len(), 2, "one notice for each assisted session");
+    assert!(
+        inbox.iter().all(|m| m.body_zh.contains("代缴医保")),
+        "{inbox:?}"
+    );
     // Every action is audited as assisted.
     let records = linli::storage::audit::query(
         &h.platform.db,

@@ -258,6 +258,22 @@ try {
   await grid.locator('html').evaluate(() => document.documentElement.classList.add('elder'));
   await elderChecks(grid, 'alarm');
 
+  step = 'grid worker helps 李桂兰 by her phone (assisted mode): my data is hers, no download';
+  await grid.locator('html').evaluate(() => document.documentElement.classList.remove('elder'));
+  await grid.goto(`${URL_}/#/admin/assist`);
+  await grid.fill('#resident', '13800000003');
+  await grid.fill('#reason', '代缴医保');
+  await grid.locator('input[type=submit][value="开始帮办"]').click();
+  await grid.getByText('帮办模式：正在为 李* 办理（代缴医保）').first().waitFor();
+  await grid.goto(`${URL_}/#/me`);
+  await grid.getByText(/帮办时不能下载居民的全部数据/).waitFor();
+  assert.equal(await grid.getByRole('button', { name: '下载我的全部数据' }).count(), 0);
+  assert.equal(await grid.getByText('13900000001').count(), 0, "not the grid worker's own record");
+  await shot(grid, 'grid-assisting-my-data');
+  await grid.getByRole('link', { name: '结束帮办' }).click();
+  await grid.waitForURL(/#\/admin\/assist/);
+  await grid.locator('#resident').waitFor();
+
   // ---- an admin installs a plugin and grants it -------------------------------------------
   step = 'admin signs in with TOTP';
   const admin = await newPage();

@@ -166,6 +166,14 @@ pub(super) async fn export_me(
     State(p): State<Arc<Platform>>,
     SignedIn(s): SignedIn,
 ) -> Result<axum::response::Response, ApiError> {
+    if s.acting_for.is_some() {
+        // The full, unmasked record is the resident's to take, not their assistant's.
+        return Err(crate::platform::PlatformError::Forbidden(
+            "帮办时不能下载居民的全部数据 / not in assisted mode: the resident asks for it themself or at the office"
+                .into(),
+        )
+        .into());
+    }
     let principal = Platform::principal_of(&s);
     let doc = p.export_person(&principal, &s.person.id).await?;
     Ok(super::people::download(&s.person.id, doc))

@@ -453,13 +453,23 @@ impl Platform {
             )));
         }
         let principal = Principal::Person(Arc::new(staff.clone()));
-        let target = people::get(&self.db, resident)
-            .await?
+        // By person id, or by phone (what a grid worker knows of an elder).
+        let by_phone = resident.len() == 11 && resident.bytes().all(|b| b.is_ascii_digit());
+        let no_such =
+            || PlatformError::NotFound(format!("居民不存在 / no such resident: {resident}"));
+        let found = if by_phone {
+            people::get_by_phone(&self.db, resident).await?
+        } else {
+            people::get(&self.db, resident).await?
+        };
+        let target = found
             .filter(|p| p.status == "active" && p.kind == PersonKind::Resident)
-            .ok_or_else(|| {
-                PlatformError::NotFound(format!("居民不存在 / no such resident: {resident}"))
-            })?;
+            .ok_or_else(no_such)?;
         let path = tenants::path(&self.db, &target.tenant).await?;
+        if by_phone && !principal.allows(Permission::Assist, &path) {
+            // A phone number outside one's places tells nothing about who has it.
+            return Err(no_such());
+        }
         if !principal.allows(Permission::Assist, &path) {
             return Err(PlatformError::Forbidden(
                 "只能为本人负责的网格或社区的居民帮办 / you can assist only residents of the places you serve".into(),

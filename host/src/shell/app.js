@@ -31,6 +31,7 @@ const T = {
     noMessages: '没有消息。', unread: '未读', urgent: '紧急', openIt: '查看', profile: '我的资料', dataUse: '谁使用了我的数据',
     noDataUse: '还没有插件或工作人员使用过您的个人数据。', exportData: '下载我的全部数据',
     when: '时间', who: '谁', plugin: '插件', action: '操作', fields: '字段', masked: '（脱敏）',
+    assistNoExport: '帮办时不能下载居民的全部数据；请居民本人下载，或到村（社区）服务窗口办理。',
     lastUse: '最近一次', times: '次数', useSince: '（最早 {first}）', youSelf: '您本人', bySystem: '系统',
     byAdmin: '管理员', assistedBy: '{who}（{by} 帮办）', useNewest: '只显示最近 200 条记录；全部记录可下载。',
     'use_identity.get-profile': '读取您的资料', 'use_identity.list-residents': '在居民名单中查看您',
@@ -56,7 +57,7 @@ const T = {
     grantedCount: '已授予 {granted} / {total} 项', grant: '授予', revoke: '撤销', suspend: '暂停', resume: '恢复',
     uninstall: '卸载', status: '状态', version: '版本', asks: '插件请求以下权限：',
     diffAdded: '新版本新增请求：', diffRemoved: '新版本不再请求（其授权失效）：', verifyChain: '校验审计链', chainOk: '审计日志完整：{n} 条记录',
-    chainBroken: '审计日志被篡改：{m}', resident: '居民（编号）', reason: '事由', minutes: '时长（分钟）',
+    chainBroken: '审计日志被篡改：{m}', resident: '居民手机号（或编号）', reason: '事由', minutes: '时长（分钟）',
     startAssist: '开始帮办', place: '村社', choosePlace: '选择村社', name: '姓名',
     idNumber: '身份证号', birth: '出生日期', household: '户', address: '地址', tags: '标签',
     personId: '编号', tag_elderly: '老年人', 'tag_living-alone': '独居', tag_disabled: '残疾人',
@@ -78,6 +79,7 @@ const T = {
     noDataUse: 'No plugin or staff member has used your personal data yet.',
     exportData: 'Download all my data', when: 'When', who: 'Who', plugin: 'Plugin',
     action: 'Action', fields: 'Fields', masked: '(masked)', full: 'full',
+    assistNoExport: 'Not in assisted mode: the resident downloads their data themself, or at the service counter.',
     lastUse: 'Last', times: 'Times', useSince: '(first {first})', youSelf: 'You', bySystem: 'System',
     byAdmin: 'Administrator', assistedBy: '{who} (assisted by {by})', useNewest: 'The latest 200 records only; download them all.',
     'use_identity.get-profile': 'read your profile', 'use_identity.list-residents': 'saw you in the residents list',
@@ -107,7 +109,7 @@ const T = {
     asks: 'The plugin asks for:', diffAdded: 'The new version also asks for:',
     diffRemoved: 'No longer asked for (their grants lapse):',
     verifyChain: 'Verify the audit chain', chainOk: 'Audit log intact: {n} records',
-    chainBroken: 'Audit log broken: {m}', resident: 'Resident (id)', reason: 'Reason',
+    chainBroken: 'Audit log broken: {m}', resident: 'Phone of the resident (or id)', reason: 'Reason',
     minutes: 'Minutes', startAssist: 'Start assisting', place: 'Place', choosePlace: 'Choose a place',
     name: 'Name', idNumber: 'ID number', birth: 'Birth date', household: 'Household',
     address: 'Address', tags: 'Tags', personId: 'ID', tag_elderly: 'elderly',
@@ -646,17 +648,27 @@ async function viewInbox() {
 async function viewMe() {
   const me = S.me;
   const p = me.person;
+  // In assisted mode the page is the resident's: their data's uses, their masked name; the
+  // full record is theirs to download, not the assistant's.
+  const assisted = me.acting_for;
   const uses = await api('GET', '/api/v1/me/data-use?newest=true&limit=200');
-  const facts = [
-    [t('name'), p.name], [t('phone'), p.phone], [t('idNumber'), p.id_number], [t('birth'), p.birth_date],
-    [t('household'), p.household], [t('address'), p.address], [t('tags'), tagWords(p.tags)],
-    [t('place'), (me.place || []).map(tenantName).join(' › ') || p.tenant],
-  ].filter(([, v]) => v);
-  const rows = dataUseGroups(uses, p.id).map((g) => [
+  const facts = assisted
+    ? [[t('name'), assisted.name], [t('reason'), assisted.reason]]
+    : [
+      [t('name'), p.name], [t('phone'), p.phone], [t('idNumber'), p.id_number], [t('birth'), p.birth_date],
+      [t('household'), p.household], [t('address'), p.address], [t('tags'), tagWords(p.tags)],
+      [t('place'), (me.place || []).map(tenantName).join(' › ') || p.tenant],
+    ].filter(([, v]) => v);
+  const rows = dataUseGroups(uses, assisted ? assisted.id : p.id).map((g) => [
     fmtTime(g.last) + (g.count > 1 ? ` ${t('useSince', { first: fmtTime(g.first) })}` : ''),
     g.who, g.plugin, g.action, g.fields, String(g.count)]);
-  const exportLink = h('button', { type: 'button', class: 'btn', onclick: async () => {
+  const out = h('div', { 'aria-live': 'polite' });
+  const exportLink = assisted ? h('p', { class: 'muted' }, t('assistNoExport')) : h('button', { type: 'button', class: 'btn', onclick: async () => {
     const r = await call('GET', '/api/v1/me/export');
+    if (!r.ok) {
+      out.replaceChildren(notice('error', errorText(r)));
+      return;
+    }
     const blob = new Blob([JSON.stringify(r.data, null, 2)], { type: 'application/json' });
     const a = h('a', { href: URL.createObjectURL(blob), download: `linli-${p.id}.json` });
     document.body.append(a);
@@ -669,7 +681,7 @@ async function viewMe() {
     h('section', { class: 'card' }, h('h2', {}, t('dataUse')),
       rows.length === 0 ? h('p', { class: 'empty' }, t('noDataUse')) : table([t('lastUse'), t('who'), t('plugin'), t('action'), t('fields'), t('times')], rows),
       uses.length === 200 ? h('p', { class: 'muted' }, t('useNewest')) : null),
-    h('div', { class: 'actions' }, exportLink));
+    h('div', { class: 'actions' }, exportLink), out);
 }
 
 /** The uses of my data, newest first, folded to one row per (who, plugin, action, fields)
@@ -970,7 +982,7 @@ function pluginCard(tenant, inst) {
 }
 
 function adminAssist() {
-  const resident = h('input', { id: 'resident', required: true });
+  const resident = h('input', { id: 'resident', required: true, inputmode: 'tel', autocomplete: 'off' });
   const reason = h('input', { id: 'reason', required: true });
   const minutes = h('input', { id: 'minutes', type: 'number', min: '1', max: '240', value: '30' });
   const out = h('div', { 'aria-live': 'polite' });
