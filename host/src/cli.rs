@@ -873,11 +873,7 @@ async fn serve(platform: Arc<Platform>) -> anyhow::Result<()> {
         tracing::info!("no admin_token configured: admin calls need a signed-in admin account");
     }
     println!("linli 正在服务 / serving on http://{addr}");
-    if platform.config.seed_demo
-        && crate::storage::people::get_by_phone(&platform.db, crate::platform::DEMO_PHONE)
-            .await?
-            .is_some()
-    {
+    if platform.config.seed_demo && platform.demo_seeded().await? {
         print!("{}", crate::platform::demo_accounts());
     }
     tokio::spawn(platform.clone().run_outbox());

@@ -272,45 +272,33 @@ async fn keys_per_scope_quota(backend: Backend) {
 async fn atomic_under_concurrency(backend: Backend) {
     let (db, other, _dir) = two_handles(backend).await;
     let s = scope("dongcun", "vote");
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let db = if t % 2 == 0 {
-            db.clone()
-        } else {
-            other.clone()
-        };
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..25 {
-                kv::increment(&db, &s, "visits", 1, MAX).await.unwrap();
+    let committed = race(&db, &other, &s, |db, s, t| async move {
+        for _ in 0..25 {
+            kv::increment(&db, &s, "visits", 1, MAX).await.unwrap();
+        }
+        // Ten residents; every task tries to vote as each of them.
+        let mut won = 0;
+        for r in 0..10 {
+            let ballot = format!("ballot/r{r}");
+            let outcome = kv::batch(
+                &db,
+                &s,
+                &[Precondition::Absent(ballot.clone())],
+                &[
+                    Operation::Set(ballot, format!("task{t}").into_bytes()),
+                    Operation::Increment("tally".into(), 1),
+                ],
+                MAX,
+            )
+            .await
+            .unwrap();
+            if outcome == BatchOutcome::Committed {
+                won += 1;
             }
-            // Ten residents; every task tries to vote as each of them.
-            let mut won = 0;
-            for r in 0..10 {
-                let ballot = format!("ballot/r{r}");
-                let outcome = kv::batch(
-                    &db,
-                    &s,
-                    &[Precondition::Absent(ballot.clone())],
-                    &[
-                        Operation::Set(ballot, format!("task{t}").into_bytes()),
-                        Operation::Increment("tally".into(), 1),
-                    ],
-                    MAX,
-                )
-                .await
-                .unwrap();
-                if outcome == BatchOutcome::Committed {
-                    won += 1;
-                }
-            }
-            won
-        }));
-    }
-    let mut committed = 0;
-    for t in tasks {
-        committed += t.await.unwrap();
-    }
+        }
+        won
+    })
+    .await;
     assert_eq!(
         kv::get(&db, &s, "visits").await.unwrap().as_deref(),
         Some(&b"200"[..])
@@ -335,30 +323,18 @@ async fn atomic_under_concurrency(backend: Backend) {
 async fn quota_holds_under_concurrency(backend: Backend) {
     let (db, other, _dir) = two_handles(backend).await;
     let s = scope("dongcun", "full");
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let db = if t % 2 == 0 {
-            db.clone()
-        } else {
-            other.clone()
-        };
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut stored = 0;
-            for i in 0..10 {
-                match kv::set(&db, &s, &format!("t{t}/k{i}"), b"x", 30).await {
-                    Ok(()) => stored += 1,
-                    Err(StorageError::Quota(_)) => {}
-                    Err(e) => panic!("{e}"),
-                }
+    let stored = race(&db, &other, &s, |db, s, t| async move {
+        let mut stored = 0;
+        for i in 0..10 {
+            match kv::set(&db, &s, &format!("t{t}/k{i}"), b"x", 30).await {
+                Ok(()) => stored += 1,
+                Err(StorageError::Quota(_)) => {}
+                Err(e) => panic!("{e}"),
             }
-            stored
-        }));
-    }
-    let mut stored = 0;
-    for t in tasks {
-        stored += t.await.unwrap();
-    }
+        }
+        stored
+    })
+    .await;
     assert_eq!(stored, 30, "exactly keys_per_scope keys were stored");
     assert_eq!(kv::key_count(&db, &s).await.unwrap(), 30);
     assert_eq!(
@@ -369,6 +345,26 @@ async fn quota_holds_under_concurrency(backend: Backend) {
             .len(),
         30
     );
+}
+
+/// Run `task` as eight concurrent tasks on scope `s`, alternately on the two handles (task
+/// number `t` passed in); the sum of what they return.
+async fn race<F, Fut>(db: &Db, other: &Db, s: &Scope, task: F) -> usize
+where
+    F: Fn(Db, Scope, usize) -> Fut,
+    Fut: std::future::Future<Output = usize> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let db = if t % 2 == 0 { db } else { other };
+            tokio::spawn(task(db.clone(), s.clone(), t))
+        })
+        .collect();
+    let mut sum = 0;
+    for t in tasks {
+        sum += t.await.unwrap();
+    }
+    sum
 }
 
 /// Two handles on one database — two connection pools, each with its own in-process state,

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::identity::auth;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::header;
@@ -14,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use crate::identity::auth;
 use crate::identity::{Principal, Session};
 use crate::platform::{Platform, PlatformError};
 

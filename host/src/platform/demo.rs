@@ -4,7 +4,6 @@
 //! installed are upgraded from their files when those changed.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 
@@ -213,10 +212,7 @@ impl Platform {
             return Ok(false);
         }
         if tenants::count(&self.db).await? > 0 {
-            if crate::storage::people::get_by_phone(&self.db, DEMO_PHONE)
-                .await?
-                .is_some()
-            {
+            if self.demo_seeded().await? {
                 self.upgrade_demo_plugins().await?;
             }
             return Ok(false);
@@ -350,6 +346,13 @@ impl Platform {
         Ok(true)
     }
 
+    /// Whether this database holds the demo county (its first resident is there).
+    pub async fn demo_seeded(&self) -> anyhow::Result<bool> {
+        Ok(crate::storage::people::get_by_phone(&self.db, DEMO_PHONE)
+            .await?
+            .is_some())
+    }
+
     /// Upgrade the demo plugins installed in the demo villages whose file changed.
     async fn upgrade_demo_plugins(&self) -> anyhow::Result<()> {
         let Some(dir) = &self.config.demo_plugins_dir else {
@@ -358,24 +361,10 @@ impl Platform {
         for path in wasm_files(dir)? {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let (hash, pre) = match self.runtime.load_new(&bytes).await {
-                Ok(loaded) => loaded,
+            let (hash, _, metadata) = match self.inspect("dongcun", Vec::new(), &bytes).await {
+                Ok(inspected) => inspected,
                 Err(e) => {
                     tracing::warn!(file = %path.display(), error = %e, "demo plugin not loadable");
-                    continue;
-                }
-            };
-            let metadata = match self
-                .runtime
-                .metadata(
-                    &pre,
-                    self.call_context("dongcun", "-", "install", Vec::new(), None, Arc::default()),
-                )
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "demo plugin without metadata");
                     continue;
                 }
             };

@@ -2,6 +2,7 @@
 //! and metrics together and owns the policies around them — installs and upgrades, the
 //! install cache shared by replicas through the database, and suspension of plugins that trap.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +37,8 @@ use crate::config::Config;
 use crate::identity::auth::SmsSender;
 use crate::identity::{Caller, Permission, Principal, Session};
 use crate::metrics::{Metrics, PluginLabels};
-use crate::runtime::bindings::{Header, Request, Response};
-use crate::runtime::{CallContext, CallError, ComponentError, PluginMetadata, Runtime};
+use crate::runtime::bindings::{Header, PluginPre, Request, Response};
+use crate::runtime::{CallContext, CallError, ComponentError, HostState, PluginMetadata, Runtime};
 use crate::storage::audit;
 use crate::storage::installs::{self, InstallRow, Status};
 use crate::storage::kv::{self, Scope};
@@ -412,45 +413,44 @@ impl Platform {
             ..audit::Query::default()
         };
         let records = audit::query(&self.db, &query).await?;
+        // Each person and each installation looked up once, however many records name it.
         let mut names: HashMap<String, Option<String>> = HashMap::new();
         let mut titles: HashMap<(String, String), Option<(String, String)>> = HashMap::new();
-        let mut out = Vec::with_capacity(records.len());
-        for record in records {
-            let mut who = Vec::with_capacity(2);
-            for id in std::iter::once(&record.actor).chain(record.assistant.as_ref()) {
-                if !names.contains_key(id) {
-                    let name = crate::storage::people::get(&self.db, id)
-                        .await?
-                        .map(|p| p.name);
-                    names.insert(id.clone(), name);
+        for r in &records {
+            for id in std::iter::once(&r.actor).chain(&r.assistant) {
+                if let Entry::Vacant(e) = names.entry(id.clone()) {
+                    let person = crate::storage::people::get(&self.db, id).await?;
+                    e.insert(person.map(|p| p.name));
                 }
-                who.push(names[id].clone());
             }
-            let title = match (&record.tenant, &record.plugin) {
-                (Some(t), Some(p)) => {
-                    let key = (t.clone(), p.clone());
-                    if !titles.contains_key(&key) {
-                        let title = installs::get(&self.db, t, p)
-                            .await?
-                            .and_then(|row| to_installation(&row).ok())
-                            .map(|i| (i.metadata.title_zh, i.metadata.title_en));
-                        titles.insert(key.clone(), title);
-                    }
-                    titles[&key].clone()
-                }
-                _ => None,
-            };
-            let (plugin_title_zh, plugin_title_en) = title.unzip();
-            let mut who = who.into_iter();
-            out.push(DataUse {
-                actor_name: who.next().flatten(),
-                assistant_name: who.next().flatten(),
-                record,
-                plugin_title_zh,
-                plugin_title_en,
-            });
+            if let (Some(t), Some(p)) = (&r.tenant, &r.plugin)
+                && let Entry::Vacant(e) = titles.entry((t.clone(), p.clone()))
+            {
+                let title = installs::get(&self.db, t, p)
+                    .await?
+                    .and_then(|row| to_installation(&row).ok())
+                    .map(|i| (i.metadata.title_zh, i.metadata.title_en));
+                e.insert(title);
+            }
         }
-        Ok(out)
+        let name = |id: &String| names.get(id).cloned().flatten();
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let title = match (&record.tenant, &record.plugin) {
+                    (Some(t), Some(p)) => titles.get(&(t.clone(), p.clone())).cloned().flatten(),
+                    _ => None,
+                };
+                let (plugin_title_zh, plugin_title_en) = title.unzip();
+                DataUse {
+                    actor_name: name(&record.actor),
+                    assistant_name: record.assistant.as_ref().and_then(name),
+                    record,
+                    plugin_title_zh,
+                    plugin_title_en,
+                }
+            })
+            .collect())
     }
 
     /// Check the audit chain (Root or an audit admin at the county).
@@ -530,6 +530,30 @@ impl Platform {
     /// granting what `grants` says. The component is validated (imports, exports, metadata),
     /// every required capability must end up granted, and its install or upgrade hook must
     /// succeed before the installation changes.
+    /// Load a component (compiling it, or from the cache) and ask it for its metadata: its
+    /// hash, the prepared component and what it says it is.
+    async fn inspect(
+        &self,
+        tenant: &str,
+        path: Vec<String>,
+        bytes: &[u8],
+    ) -> Result<(String, PluginPre<HostState>, PluginMetadata), PlatformError> {
+        let (hash, pre) = self
+            .runtime
+            .load_new(bytes)
+            .await
+            .map_err(PlatformError::Component)?;
+        let metadata = self
+            .runtime
+            .metadata(
+                &pre,
+                self.call_context(tenant, "-", "install", path, None, Arc::default()),
+            )
+            .await
+            .map_err(PlatformError::Component)?;
+        Ok((hash, pre, metadata))
+    }
+
     pub async fn install(
         &self,
         principal: &Principal,
@@ -540,19 +564,7 @@ impl Platform {
         let path = self
             .authorize(principal, Permission::ManagePlugins, tenant)
             .await?;
-        let (hash, pre) = self
-            .runtime
-            .load_new(bytes)
-            .await
-            .map_err(PlatformError::Component)?;
-        let metadata = self
-            .runtime
-            .metadata(
-                &pre,
-                self.call_context(tenant, "-", "install", path.clone(), None, Arc::default()),
-            )
-            .await
-            .map_err(PlatformError::Component)?;
+        let (hash, pre, metadata) = self.inspect(tenant, path.clone(), bytes).await?;
         let plugin = metadata.id.clone();
         let existing = installs::get(&self.db, tenant, &plugin).await?;
         let previous_metadata: Option<PluginMetadata> = match &existing {

@@ -358,16 +358,15 @@ impl Platform {
 
     /// Who the session is.
     pub async fn me(&self, session: &Session) -> Result<Me, PlatformError> {
-        let mut place = Vec::new();
-        for id in tenants::path(&self.db, &session.person.tenant).await? {
-            if let Some(t) = tenants::get(&self.db, &id).await? {
-                place.push(PlaceName {
-                    id: t.id,
-                    name_zh: t.name_zh,
-                    name_en: t.name_en,
-                });
-            }
-        }
+        let place = tenants::path_tenants(&self.db, &session.person.tenant)
+            .await?
+            .into_iter()
+            .map(|t| PlaceName {
+                id: t.id,
+                name_zh: t.name_zh,
+                name_en: t.name_en,
+            })
+            .collect();
         Ok(Me {
             person: session.person.clone(),
             place,
@@ -466,14 +465,15 @@ impl Platform {
             .filter(|p| p.status == "active" && p.kind == PersonKind::Resident)
             .ok_or_else(no_such)?;
         let path = tenants::path(&self.db, &target.tenant).await?;
-        if by_phone && !principal.allows(Permission::Assist, &path) {
-            // A phone number outside one's places tells nothing about who has it.
-            return Err(no_such());
-        }
         if !principal.allows(Permission::Assist, &path) {
-            return Err(PlatformError::Forbidden(
-                "只能为本人负责的网格或社区的居民帮办 / you can assist only residents of the places you serve".into(),
-            ));
+            // A phone number outside one's places tells nothing about who has it.
+            return Err(if by_phone {
+                no_such()
+            } else {
+                PlatformError::Forbidden(
+                    "只能为本人负责的网格或社区的居民帮办 / you can assist only residents of the places you serve".into(),
+                )
+            });
         }
         let (token, hash) = new_token();
         let now = now_ms();

@@ -47,8 +47,8 @@ const T = {
     kind: '类型', location: '位置', vendor: '厂商', model: '型号', wearer: '使用人（居民编号，个人设备）',
     lastSeen: '最近上报', secretOnce: '设备密钥（只显示这一次，请写入设备）：', rotateSecret: '更换密钥',
     commands: '指令记录', noCommands: '还没有发给这台设备的指令。', online: '在线', offline: '离线', command: '指令', outcome: '结果',
-    stActive: '启用', stDisabled: '停用', stSuspended: '已暂停', stSent: '已发出，等待应答', stAcknowledged: '已执行',
-    stRefused: '设备拒绝', stTimedOut: '超时未应答',
+    st_active: '启用', st_disabled: '停用', st_suspended: '已暂停', st_sent: '已发出，等待应答', st_acknowledged: '已执行',
+    st_refused: '设备拒绝', 'st_timed-out': '超时未应答',
     importRoster: '导入居民名单（CSV 或 XLSX）', import: '导入', imported: '已导入：新增 {c}，更新 {u}，未变 {n}。',
     importErrors: '有 {n} 处错误，未导入任何数据：', row: '行', column: '列', message: '说明',
     install: '安装或升级插件（.wasm）', grantRequired: '同意授予必需权限', installed: '已安装',
@@ -95,8 +95,8 @@ const T = {
     kind: 'Kind', location: 'Location', vendor: 'Vendor', model: 'Model', wearer: 'Wearer (resident id, personal devices)',
     lastSeen: 'Last message', secretOnce: 'Device secret (shown only this once; put it into the device):', rotateSecret: 'New secret',
     commands: 'Commands', noCommands: 'No commands sent to this device yet.', online: 'online', offline: 'offline', command: 'Command', outcome: 'Outcome',
-    stActive: 'active', stDisabled: 'disabled', stSuspended: 'suspended', stSent: 'sent, awaiting an answer', stAcknowledged: 'carried out',
-    stRefused: 'refused by the device', stTimedOut: 'timed out',
+    st_active: 'active', st_disabled: 'disabled', st_suspended: 'suspended', st_sent: 'sent, awaiting an answer', st_acknowledged: 'carried out',
+    st_refused: 'refused by the device', 'st_timed-out': 'timed out',
     assist: 'Assisted mode', importRoster: 'Import the roster (CSV or XLSX)', import: 'Import',
     imported: 'Imported: {c} new, {u} updated, {n} unchanged.',
     importErrors: '{n} errors; nothing was imported:', row: 'Row', column: 'Column',
@@ -544,9 +544,9 @@ async function finishSignIn(pending, msg) {
   location.hash = '#/';
 }
 
-/** The signed-in person's own place id, when the server named it. */
+/** The signed-in person's own place (with its names), when the server named it. */
 function ownPlace(me) {
-  return me.place && me.place.length && !me.acting_for ? me.place[me.place.length - 1].id : null;
+  return me.place && me.place.length && !me.acting_for ? me.place[me.place.length - 1] : null;
 }
 
 async function viewHome(params) {
@@ -567,11 +567,12 @@ async function viewHome(params) {
     }
   }
   const features = await api('GET', `/api/v1/tenants/${encodeURIComponent(place)}/features`);
+  const own = ownPlace(me);
   show(
     h('h1', {}, `${t('welcome')}，${me.person.name}`),
     assistBanner(me),
     picker,
-    h('h2', {}, ownPlace(me) === place && !picker ? t('featuresAt', { place: tenantName(me.place[me.place.length - 1]) }) : t('features')),
+    h('h2', {}, own && own.id === place && !picker ? t('featuresAt', { place: tenantName(own) }) : t('features')),
     features.length === 0 ? h('p', { class: 'empty' }, t('noFeatures')) : h('div', { class: 'grid' },
       features.map((f) => h('a', { class: 'card', href: `#/p/${place}/${f.plugin}/` },
         h('div', { class: 'title' }, pick(f, 'title')),
@@ -696,7 +697,7 @@ function dataUseGroups(uses, me) {
     const fields = [...(d.full || []).map((f) => `${field(f)}（${t('full')}）`), ...(d.masked || []).map((f) => `${field(f)}${t('masked')}`)].join('、') || '—';
     const who = u.assistant ? t('assistedBy', { who: person(u.actor, u.actor_name), by: person(u.assistant, u.assistant_name) }) : person(u.actor, u.actor_name);
     const plugin = u.plugin ? pick({ title_zh: u.plugin_title_zh || u.plugin, title_en: u.plugin_title_en || u.plugin }, 'title') : '—';
-    const action = T.zh[`use_${u.action}`] ? t(`use_${u.action}`) : u.action;
+    const action = wordFor('use_', u.action);
     const key = JSON.stringify([who, plugin, action, fields]);
     const g = groups.get(key);
     if (g) { g.count += 1; g.first = Math.min(g.first, u.at); g.last = Math.max(g.last, u.at); } else groups.set(key, { who, plugin, action, fields, count: 1, first: u.at, last: u.at });
@@ -704,19 +705,21 @@ function dataUseGroups(uses, me) {
   return [...groups.values()].sort((a, b) => b.last - a.last);
 }
 
-/** A status the server names (of a device, a command, an installation) in the reader's
- * language; one it does not know as it is. */
-/** A person's tags in words (a free tag as written). */
-function tagWords(tags) {
-  return (tags || []).map((tag) => (T.zh[`tag_${tag}`] ? t(`tag_${tag}`) : tag)).join(S.lang === 'en' ? ', ' : '、');
+/** The word for a code the server sends (`prefix` + code names its entry in `T`); a code
+ * without one as it is. */
+function wordFor(prefix, code) {
+  return T.zh[prefix + code] ? t(prefix + code) : code;
 }
 
+/** A person's tags in words (a free tag as written). */
+function tagWords(tags) {
+  return (tags || []).map((tag) => wordFor('tag_', tag)).join(S.lang === 'en' ? ', ' : '、');
+}
+
+/** A status the server names (of a device, a command, an installation) in the reader's
+ * language. */
 function statusWord(s) {
-  const words = {
-    active: t('stActive'), disabled: t('stDisabled'), suspended: t('stSuspended'), sent: t('stSent'),
-    acknowledged: t('stAcknowledged'), refused: t('stRefused'), 'timed-out': t('stTimedOut'),
-  };
-  return words[s] || s;
+  return wordFor('st_', s);
 }
 
 /** A table. On a phone-sized screen each row is drawn as a card of label–value lines (the

@@ -112,8 +112,9 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
 /// Append a record at the end of the chain.
 pub async fn append(db: &Db, event: &Event<'_>) -> Result<Record> {
     let at = now_ms();
+    // The transaction takes the chain's lock as it begins.
     super::write_tx!(db, lock = super::WriteLock::AuditChain, |tx| {
-        append_in(tx, event, at).await
+        append_locked(tx, event, at).await
     })
 }
 
@@ -126,6 +127,15 @@ pub(crate) async fn append_in(
 ) -> Result<Record> {
     // Appenders queue for the chain's head rather than race for it (see `WriteLock`).
     super::lock_in(tx, super::WriteLock::AuditChain).await?;
+    append_locked(tx, event, at).await
+}
+
+/// [`append_in`] in a transaction that already holds [`super::WriteLock::AuditChain`].
+async fn append_locked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    event: &Event<'_>,
+    at: i64,
+) -> Result<Record> {
     let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await?;

@@ -234,18 +234,28 @@ fn tree_order(all: Vec<Tenant>) -> Vec<Tenant> {
 
 /// The path from the root down to `id` (inclusive); empty if `id` does not exist.
 pub async fn path(db: &Db, id: &str) -> Result<Vec<String>> {
+    Ok(path_tenants(db, id)
+        .await?
+        .into_iter()
+        .map(|t| t.id)
+        .collect())
+}
+
+/// [`path`] with each tenant's record.
+pub async fn path_tenants(db: &Db, id: &str) -> Result<Vec<Tenant>> {
     let rows = sqlx::query(
         "WITH RECURSIVE up(id, parent_id, depth) AS ( \
              SELECT id, parent_id, 0 FROM tenants WHERE id = $1 \
              UNION ALL \
              SELECT t.id, t.parent_id, up.depth + 1 FROM tenants t JOIN up ON t.id = up.parent_id \
              WHERE up.depth < 32) \
-         SELECT id FROM up ORDER BY depth DESC",
+         SELECT t.id, t.parent_id, t.kind, t.name_zh, t.name_en, t.created_at \
+         FROM up JOIN tenants t ON t.id = up.id ORDER BY up.depth DESC",
     )
     .bind(id)
     .fetch_all(db.pool())
     .await?;
-    rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    rows.iter().map(from_row).collect()
 }
 
 /// `id` and every tenant below it.

@@ -107,15 +107,6 @@ pub fn kind_words(kind: &str) -> (&'static str, &'static str) {
 /// tell the contacts and the grid workers. The alarm's id makes the notification's key.
 /// `note` says what the device reported, in Chinese and in English (empty when the kind says
 /// it all).
-/// `note` in brackets, or nothing when there is no note.
-fn bracketed(note: &str, open: &str, close: &str) -> String {
-    if note.is_empty() {
-        String::new()
-    } else {
-        format!("{open}{note}{close}")
-    }
-}
-
 pub fn raise(
     elder: &Elder,
     kind: &str,
@@ -268,6 +259,15 @@ fn sustained(
         )?;
     }
     Ok(())
+}
+
+/// `note` in brackets, or nothing when there is no note.
+fn bracketed(note: &str, open: &str, close: &str) -> String {
+    if note.is_empty() {
+        String::new()
+    } else {
+        format!("{open}{note}{close}")
+    }
 }
 
 /// The `escalate` tick: alarms nobody acknowledged in time go wider.
