@@ -68,6 +68,8 @@ pub async fn election(backend: Backend, voters: usize) -> Election {
             reason: None,
             created_at: now,
             expires_at: now + 3_600_000,
+            mfa: false,
+            attempts: 0,
         };
         create_session(&p.db, &token_hash(&token), &row)
             .await
@@ -76,8 +78,10 @@ pub async fn election(backend: Backend, voters: usize) -> Election {
     }
 
     // The staff member opens the topic over HTTP.
-    let SignIn::Session { token: staff, .. } =
-        p.sign_in_password(STAFF, DEMO_PASSWORD).await.unwrap()
+    let SignIn::Session { token: staff, .. } = p
+        .sign_in_password(STAFF, DEMO_PASSWORD, "test")
+        .await
+        .unwrap()
     else {
         panic!("staff need no second factor");
     };

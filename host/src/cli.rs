@@ -188,7 +188,10 @@ enum PersonCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Give a person a role at a tenant; an admin role prints the authenticator URL.
+    /// Give a person a role at a tenant. An admin role (system-admin, security-admin,
+    /// audit-admin) to someone without an authenticator prints an activation code: hand it
+    /// to them in person; at their first sign-in they set their own password and enrol their
+    /// own authenticator with it.
     Role {
         /// Person id (p-…) or phone.
         person: String,
@@ -203,12 +206,18 @@ enum PersonCommand {
         /// Person id (p-…) or phone.
         person: String,
     },
+    /// A new activation code for an admin who lost their authenticator: the old one stops
+    /// working and their sessions end.
+    Activate {
+        /// Person id (p-…) or phone.
+        person: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum AuthCommand {
-    /// Print the current TOTP code of a person's authenticator (operators and demos; reads
-    /// the secret from the database).
+    /// Print the current TOTP code of a demo admin (their authenticator is the published demo
+    /// secret). A real admin's authenticator is theirs alone: this refuses it.
     TotpCode {
         /// Person id (p-…) or phone.
         person: String,
@@ -221,9 +230,17 @@ fn parse_person_kind(s: &str) -> Result<PersonKind, String> {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain: exits 1 and names the first broken record if any record was
-    /// edited or deleted.
-    Verify,
+    /// Check the hash chain (keyed with the audit key) and every signed checkpoint in
+    /// audit.checkpoint_dir: exits 1 and names the first broken record if any record was
+    /// edited or deleted, or records were cut off the end.
+    Verify {
+        /// Also check against this checkpoint file (e.g. one kept off the machine).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Write a signed checkpoint of the chain's head into audit.checkpoint_dir and print it:
+    /// keep a copy where the database's writers cannot reach.
+    Checkpoint,
     /// Delete records older than audit.retention_days, keeping the chain verifiable.
     Prune,
     /// Print records, oldest first, as JSON lines.
@@ -435,15 +452,46 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify) => match platform.verify_audit(&root).await? {
-            crate::storage::audit::Verdict::Intact { records } => {
-                println!("审计日志完整 / audit log intact: {records} records");
-                Ok(())
+        Command::Audit(AuditCommand::Verify { checkpoint }) => {
+            let extra = match &checkpoint {
+                Some(path) => {
+                    let bytes = std::fs::read(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    anyhow::ensure!(bytes.len() <= 4096, "{}: larger than 4 KiB", path.display());
+                    let c: crate::storage::audit::Checkpoint = serde_json::from_slice(&bytes)
+                        .with_context(|| {
+                            format!("{}: not a linli audit checkpoint", path.display())
+                        })?;
+                    Some(c)
+                }
+                None => None,
+            };
+            let mut verdict = platform.verify_audit(&root).await?;
+            if let (crate::storage::audit::Verdict::Intact { .. }, Some(c)) = (&verdict, &extra)
+                && let Some(reason) = crate::storage::audit::check_against(&platform.db, c).await?
+            {
+                verdict = crate::storage::audit::Verdict::Broken { seq: c.seq, reason };
             }
-            crate::storage::audit::Verdict::Broken { seq, reason } => {
-                anyhow::bail!("审计日志被篡改 / audit log broken at record {seq}: {reason}")
+            match verdict {
+                crate::storage::audit::Verdict::Intact { records } => {
+                    let witnessed = platform.checkpoints()?.len() + usize::from(extra.is_some());
+                    println!(
+                        "审计日志完整 / audit log intact: {records} records, {witnessed} checkpoints"
+                    );
+                    Ok(())
+                }
+                crate::storage::audit::Verdict::Broken { seq, reason } => {
+                    anyhow::bail!("审计日志被篡改 / audit log broken at record {seq}: {reason}")
+                }
             }
-        },
+        }
+        Command::Audit(AuditCommand::Checkpoint) => {
+            match platform.write_checkpoint().await? {
+                Some(c) => println!("{}", serde_json::to_string_pretty(&c)?),
+                None => anyhow::bail!("审计日志为空 / the audit log is empty"),
+            }
+            Ok(())
+        }
         Command::Audit(AuditCommand::List { after, limit }) => {
             let query = crate::storage::audit::Query {
                 after,
@@ -629,6 +677,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("unlocked {id}");
             Ok(())
         }
+        Command::Person(PersonCommand::Activate { person }) => {
+            let id = person_id(&platform, &person).await?;
+            let given = platform.reactivate(&root, &id).await?;
+            println!("{}", serde_json::to_string_pretty(&given)?);
+            Ok(())
+        }
         Command::Device(command) => device_command(&platform, &root, command).await,
         Command::Auth(AuthCommand::TotpCode { person }) => {
             let id = person_id(&platform, &person).await?;
@@ -638,6 +692,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .ok_or_else(|| {
                     anyhow::anyhow!("{id} 未登记动态口令 / has no authenticator enrolled")
                 })?;
+            if secret != crate::platform::DEMO_TOTP_SECRET {
+                anyhow::bail!(
+                    "{id} 的动态口令只属于本人，不能在此读出 / {id}'s authenticator belongs to its holder; only the demo admins' codes are printed here"
+                );
+            }
             println!("{}", crate::identity::auth::totp_now(&secret)?);
             Ok(())
         }

@@ -101,10 +101,28 @@ impl Default for MessagingConfig {
 pub struct AuthConfig {
     /// How long a session token is valid, in seconds (rotate it to extend).
     pub session_ttl_secs: u64,
-    /// Failed sign-ins in a row (password, code or TOTP) after which an account locks.
+    /// Failed sign-ins for one phone from one client address (password or code) after which
+    /// that client waits `lockout_secs` for that phone; also the wrong second-factor codes
+    /// after which an admin's second factor locks.
     pub max_failures: u32,
-    /// How long a locked account stays locked, in seconds.
+    /// How long a lock lasts, in seconds.
     pub lockout_secs: u64,
+    /// Failed password sign-ins for one phone from all clients within an hour after which
+    /// password sign-in for it locks for `lockout_secs` (SMS codes still work).
+    pub account_failures: u32,
+    /// Failed sign-ins from one client address within 15 minutes, for any phones, after
+    /// which that client waits until the window ends.
+    pub client_failures: u32,
+    /// Sign-in codes one client address may ask for per hour.
+    pub codes_per_client_per_hour: u32,
+    /// Sign-in codes this county sends per hour in all.
+    pub codes_per_hour_total: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (the rate limits' client address);
+    /// without one, the client is the connection's peer.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long an admin's activation code (to enrol their own authenticator) is valid, in
+    /// hours.
+    pub activation_ttl_hours: u32,
     /// How long a phone sign-in code is valid, in seconds.
     pub code_ttl_secs: u64,
     /// Least time between two codes to one phone, in seconds.
@@ -128,6 +146,12 @@ impl Default for AuthConfig {
             session_ttl_secs: 12 * 3600,
             max_failures: 5,
             lockout_secs: 15 * 60,
+            account_failures: 50,
+            client_failures: 30,
+            codes_per_client_per_hour: 20,
+            codes_per_hour_total: 2_000,
+            trusted_proxies: Vec::new(),
+            activation_ttl_hours: 72,
             code_ttl_secs: 5 * 60,
             code_resend_secs: 60,
             codes_per_hour: 10,
@@ -190,13 +214,58 @@ pub struct AuditConfig {
     /// Records older than this many days are pruned (at least 180; MLPS level 3 asks for six
     /// months).
     pub retention_days: u32,
+    /// The file holding the key the audit chain is keyed with (HMAC-SHA256): default
+    /// `<data_dir>/audit.key`, created on first start. Keep it where the database's
+    /// writers cannot read it; every replica needs the same key.
+    pub key_file: Option<PathBuf>,
+    /// The key itself, 64 hex digits (instead of a file; e.g. from a secret store).
+    pub key: Option<String>,
+    /// With `key`: the first record keyed with it (earlier ones were written without one).
+    pub keyed_from_seq: i64,
+    /// Where signed checkpoints of the chain's head are written (the outside witness that
+    /// catches records cut off the end): default `<data_dir>/audit-checkpoints`. Point it at
+    /// storage the database's writers cannot change, or ship its files off the machine.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// How often a checkpoint is written when the chain has grown, in seconds (0: never).
+    pub checkpoint_interval_secs: u64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
             retention_days: 180,
+            key_file: None,
+            key: None,
+            keyed_from_seq: 1,
+            checkpoint_dir: None,
+            checkpoint_interval_secs: 600,
         }
+    }
+}
+
+impl Config {
+    /// Where the audit key comes from.
+    pub fn audit_key_source(&self) -> crate::storage::AuditKeySource {
+        match &self.audit.key {
+            Some(key) => crate::storage::AuditKeySource::Hex {
+                key: key.clone(),
+                keyed_from_seq: self.audit.keyed_from_seq,
+            },
+            None => crate::storage::AuditKeySource::File(
+                self.audit
+                    .key_file
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("audit.key")),
+            ),
+        }
+    }
+
+    /// Where audit checkpoints are written and read.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.audit
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-checkpoints"))
     }
 }
 
@@ -263,7 +332,8 @@ pub enum LogFormat {
 pub struct Limits {
     /// Linear memory one plugin instance may grow to, in bytes.
     pub memory_bytes: u64,
-    /// Wall-clock deadline for one call into a plugin (request, event or hook), in milliseconds.
+    /// Wall-clock deadline for one call into a plugin (request, event or hook), in
+    /// milliseconds, waiting for an instance slot included.
     pub call_timeout_ms: u64,
     /// Elements one table of an instance may hold.
     pub table_elements: u32,
@@ -298,6 +368,15 @@ pub struct Limits {
     pub trap_window_secs: u64,
     /// Largest component accepted for install, in bytes.
     pub component_bytes: usize,
+    /// Largest roster or device list accepted for import (CSV or XLSX), in bytes; an XLSX
+    /// file's parts may unpack to at most four times this.
+    pub import_bytes: usize,
+    /// Guest CPU time one call may use, in milliseconds: past it the call is interrupted and
+    /// counts towards `trap_threshold`. 0: half of `call_timeout_ms`. Time the call spends
+    /// waiting (for a slot, the database, a device, the executor) is not CPU time; a call
+    /// that runs out of `call_timeout_ms` while waiting fails without counting against the
+    /// plugin.
+    pub cpu_time_ms: u64,
 }
 
 impl Default for Limits {
@@ -321,6 +400,19 @@ impl Default for Limits {
             trap_threshold: 5,
             trap_window_secs: 60,
             component_bytes: 64 << 20,
+            import_bytes: 16 << 20,
+            cpu_time_ms: 0,
+        }
+    }
+}
+
+impl Limits {
+    /// The guest CPU time one call may use (`cpu_time_ms`, or half of `call_timeout_ms`).
+    pub fn cpu_time(&self) -> u64 {
+        if self.cpu_time_ms == 0 {
+            (self.call_timeout_ms / 2).max(1)
+        } else {
+            self.cpu_time_ms
         }
     }
 }
@@ -415,6 +507,21 @@ impl Config {
             ("auth.code_attempts", u64::from(a.code_attempts)),
             ("auth.codes_per_hour", u64::from(a.codes_per_hour)),
             ("auth.assist_max_minutes", u64::from(a.assist_max_minutes)),
+            ("auth.account_failures", u64::from(a.account_failures)),
+            ("auth.client_failures", u64::from(a.client_failures)),
+            (
+                "auth.codes_per_client_per_hour",
+                u64::from(a.codes_per_client_per_hour),
+            ),
+            (
+                "auth.codes_per_hour_total",
+                u64::from(a.codes_per_hour_total),
+            ),
+            (
+                "auth.activation_ttl_hours",
+                u64::from(a.activation_ttl_hours),
+            ),
+            ("auth.lockout_secs", a.lockout_secs),
         ] {
             if value == 0 {
                 return Err(ConfigError(format!(

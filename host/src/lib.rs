@@ -27,11 +27,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(housekeeping(platform.clone()));
-    let app = api::router(platform);
+    let witness = tokio::spawn(checkpoints(platform.clone()));
+    let app = api::router(platform).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     upkeep.abort();
+    witness.abort();
     served?;
     Ok(())
 }
@@ -47,6 +49,23 @@ async fn housekeeping(platform: Arc<platform::Platform>) {
         every.tick().await;
         if let Err(error) = platform.housekeeping().await {
             tracing::warn!(%error, "housekeeping failed; retrying in an hour");
+        }
+    }
+}
+
+/// Every `audit.checkpoint_interval_secs`: a signed checkpoint of the audit chain's head
+/// into `audit.checkpoint_dir` when the chain has grown.
+async fn checkpoints(platform: Arc<platform::Platform>) {
+    let secs = platform.config.audit.checkpoint_interval_secs;
+    if secs == 0 {
+        return;
+    }
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(secs));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(error) = platform.write_checkpoint().await {
+            tracing::warn!(%error, "could not write an audit checkpoint");
         }
     }
 }

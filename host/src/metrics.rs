@@ -44,6 +44,8 @@ pub struct Metrics {
     invalid_pages: Family<PluginLabels, Counter>,
     device_messages: Family<DeviceLabels, Counter>,
     device_commands: Family<DeviceLabels, Counter>,
+    sign_in_failures: Counter,
+    busy: Family<PluginLabels, Counter>,
     latency: Family<PluginLabels, Histogram, fn() -> Histogram>,
     memory: Family<PluginLabels, Histogram, fn() -> Histogram>,
 }
@@ -65,6 +67,8 @@ impl Metrics {
         let invalid_pages = Family::<PluginLabels, Counter>::default();
         let device_messages = Family::<DeviceLabels, Counter>::default();
         let device_commands = Family::<DeviceLabels, Counter>::default();
+        let sign_in_failures = Counter::default();
+        let busy = Family::<PluginLabels, Counter>::default();
         let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -80,7 +84,7 @@ impl Metrics {
         registry.register("plugin_traps", "Plugin calls that trapped", traps.clone());
         registry.register(
             "plugin_deadline_hits",
-            "Plugin calls stopped at their deadline",
+            "Plugin calls stopped for using up their CPU time (limits.cpu_time_ms)",
             deadlines.clone(),
         );
         registry.register(
@@ -104,6 +108,16 @@ impl Metrics {
             device_commands.clone(),
         );
         registry.register(
+            "sign_in_failures",
+            "Failed sign-ins (wrong password, code or second factor), kept out of the audit chain",
+            sign_in_failures.clone(),
+        );
+        registry.register(
+            "plugin_busy",
+            "Plugin calls that waited out their deadline for a slot, the database or the host (not the plugin's fault)",
+            busy.clone(),
+        );
+        registry.register(
             "plugin_call_seconds",
             "Latency of plugin calls",
             latency.clone(),
@@ -123,9 +137,16 @@ impl Metrics {
             invalid_pages,
             device_messages,
             device_commands,
+            sign_in_failures,
+            busy,
             latency,
             memory,
         }
+    }
+
+    /// A failed sign-in.
+    pub fn sign_in_failed(&self) {
+        self.sign_in_failures.inc();
     }
 
     /// Record one finished call.
@@ -149,8 +170,11 @@ impl Metrics {
                 CallError::Trap(_) => {
                     self.traps.get_or_create(labels).inc();
                 }
-                CallError::Deadline(_) => {
+                CallError::CpuTime(_) => {
                     self.deadlines.get_or_create(labels).inc();
+                }
+                CallError::Deadline(_) | CallError::Busy(_) => {
+                    self.busy.get_or_create(labels).inc();
                 }
                 _ => {}
             }

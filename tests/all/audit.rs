@@ -81,20 +81,34 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
         Verdict::Intact { records: 6 }
     );
 
-    // Re-hash an edited record to hide the edit: the next record no longer links to it.
-    let mut forged = records[1].clone();
-    forged.actor = "someone-else".into();
-    forged.hash = forged.compute_hash();
-    sqlx::query("UPDATE audit_log SET actor = $1, hash = $2 WHERE seq = 2")
-        .bind(&forged.actor)
-        .bind(&forged.hash)
-        .execute(p.db.pool())
-        .await
-        .unwrap();
-    assert!(matches!(
-        p.verify_audit(&ROOT).await.unwrap(),
-        Verdict::Broken { seq: 3, .. }
-    ));
+    // Re-hash an edited record and every record after it, as someone who can write the
+    // database but not read the audit key would: sha256 is not the chain's keyed hash, so
+    // the edited record itself no longer verifies.
+    let mut prev = records[0].hash.clone();
+    for (i, r) in records.iter().enumerate().skip(1) {
+        let mut forged = r.clone();
+        if i == 1 {
+            forged.actor = "someone-else".into();
+        }
+        forged.prev_hash = prev.clone();
+        forged.hash = forged.compute_hash(None);
+        sqlx::query("UPDATE audit_log SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&forged.actor)
+            .bind(&forged.prev_hash)
+            .bind(&forged.hash)
+            .bind(forged.seq)
+            .execute(p.db.pool())
+            .await
+            .unwrap();
+        prev = forged.hash;
+    }
+    match p.verify_audit(&ROOT).await.unwrap() {
+        Verdict::Broken { seq, reason } => {
+            assert_eq!(seq, 2);
+            assert!(reason.contains("edited"), "{reason}");
+        }
+        other => panic!("a re-hashed chain passed: {other:?}"),
+    }
 
     // Delete a record: detected as missing.
     let h2 = TestHost::start(backend, |_| {}).await;

@@ -63,6 +63,50 @@ async fn shell_in_a_browser(backend: Backend) {
         String::from_utf8_lossy(&rotated.stderr)
     );
     let sos_secret = String::from_utf8(rotated.stdout).unwrap().trim().to_owned();
+    // A new audit admin, as the county root makes one: the account (its password made up by
+    // whoever registers it), then the role from the CLI on the server, which prints the
+    // activation code to hand over in person.
+    let cli = |args: &[&str]| {
+        let out = Command::new(crate::cli::linli_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .env_remove("LINLI_DATABASE_URL")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    cli(&[
+        "person",
+        "create",
+        "--tenant",
+        "qingshan",
+        "--kind",
+        "staff",
+        "--name",
+        "周审计",
+        "--phone",
+        "13900000021",
+        "--password",
+        "Given-by-someone-1",
+    ]);
+    let given: serde_json::Value = serde_json::from_str(&cli(&[
+        "person",
+        "role",
+        "13900000021",
+        "--tenant",
+        "qingshan",
+        "--role",
+        "audit-admin",
+    ]))
+    .unwrap();
+    let activation = given["activation_code"].as_str().unwrap().to_owned();
     let shots = repo()
         .join("target/browser-shots")
         .join(format!("{backend:?}").to_lowercase());
@@ -78,6 +122,7 @@ async fn shell_in_a_browser(backend: Backend) {
         .env("CHROMIUM", &chromium)
         .env("LINLI_SERVER_LOG", data.path().join("serve.log"))
         .env("LINLI_SOS_SECRET", &sos_secret)
+        .env("LINLI_ACTIVATION_CODE", &activation)
         .output()
         .expect("running node (is Node.js installed?)");
     let (_, log) = server.stop();
@@ -93,6 +138,8 @@ async fn shell_in_a_browser(backend: Backend) {
         "admin-plugins",
         "grid-inbox-alarm",
         "grid-alarm-acknowledged",
+        "admin-enrol-secret",
+        "link-refused",
     ] {
         assert!(
             shots.join(format!("{shot}.png")).is_file(),

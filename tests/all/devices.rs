@@ -499,11 +499,13 @@ async fn plugins_see_granted_kinds(backend: Backend) {
     grant("emergency-button", Method::PUT).await;
     let (status, r) = spy("dongcun", "").await;
     assert_eq!(status, 200, "{r}");
+    // A personal device: its wearer's name and home stay hidden without identity.name and
+    // identity.address (security::personal_devices_do_not_name_their_wearer).
     assert_eq!(
         r["devices"],
         json!([{
-            "id": "dongcun-sos-li", "kind": "emergency-button", "name": "李桂兰家紧急呼叫按钮",
-            "location": "dongcun/东村二组8号", "online": false,
+            "id": "dongcun-sos-li", "kind": "emergency-button", "name": "紧急呼叫按钮（个人设备）",
+            "location": "dongcun", "online": false,
         }])
     );
     assert!(

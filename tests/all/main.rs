@@ -16,4 +16,5 @@ mod load;
 mod logs;
 mod messaging;
 mod parking;
+mod security;
 mod telemetry;

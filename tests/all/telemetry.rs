@@ -184,7 +184,7 @@ async fn over_http(backend: Backend) {
     }
     let big = format!(r#"{{"type":"press","pad":"{}"}}"#, "x".repeat(5000));
     let (status, r) = send_http(&h, "dongcun-sos-li", &secret, &big).await;
-    assert_eq!(status, 400, "{r}");
+    assert_eq!(status, 413, "{r}");
     assert!(
         r["error"]["message"]
             .as_str()

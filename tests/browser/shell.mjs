@@ -9,6 +9,8 @@
 //   LINLI_TOTP_SECRET  the demo admins' TOTP secret
 //   LINLI_SERVER_LOG   the server's log, where the dev SMS sender writes sign-in codes
 //   LINLI_SOS_SECRET   the secret of 李桂兰's emergency button (dongcun-sos-li)
+//   LINLI_ACTIVATION_CODE  the activation code of a new audit admin (13900000021), made
+//                      by the county root; their password was set by someone else
 //   CHROMIUM           the browser (default /usr/bin/chromium)
 // Exits non-zero with the failed step on the first failure.
 
@@ -24,16 +26,17 @@ const HELLO = process.env.LINLI_HELLO_WASM;
 const HELLO_NEXT = process.env.LINLI_HELLO_NEXT_WASM;
 const SECRET = process.env.LINLI_TOTP_SECRET;
 const PASSWORD = 'linli-demo-2026';
+const ACTIVATION = process.env.LINLI_ACTIVATION_CODE;
 assert.ok(URL_, 'LINLI_URL is required');
 fs.mkdirSync(SHOTS, { recursive: true });
 
-function totp(secretB32) {
+function totp(secretB32, at = Date.now()) {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
   let bits = '';
   for (const c of secretB32.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
   const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
   const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000)));
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 30000)));
   const mac = crypto.createHmac('sha1', key).update(counter).digest();
   const o = mac[mac.length - 1] & 0xf;
   const n = ((mac[o] & 0x7f) << 24) | (mac[o + 1] << 16) | (mac[o + 2] << 8) | mac[o + 3];
@@ -362,6 +365,62 @@ try {
   await shot(admin, 'admin-devices');
   await admin.getByRole('link', { name: 'dongcun-gate-1' }).click();
   await admin.locator('#device-commands').waitFor();
+
+  // ---- a plugin page cannot lead the shell out of its plugin ---------------------------------
+  step = 'crafted links to the API are refused, and the token goes nowhere';
+  {
+    // 李桂兰, signed in: links that climb out of a plugin to the API.
+    const sent = [];
+    const listen = (r) => {
+      if (r.headers().authorization) sent.push(new URL(r.url()).pathname);
+    };
+    elder.on('request', listen);
+    for (const crafted of [
+      '#/p/dongcun/hello/.%2e/.%2e/api/v1/me',
+      '#/p/dongcun/hello/%2E%2E/%2e./api/v1/people',
+      '#/p/dongcun/hello/../../../api/v1/tenants',
+      '#/p/dongcun/hello/a%2f..%2f..%2fapi',
+    ]) {
+      await elder.goto(`${URL_}/${crafted}`);
+      await elder.getByText('这个链接不在本服务之内，已拦截。').waitFor();
+    }
+    await shot(elder, 'link-refused');
+    elder.off('request', listen);
+    const outside = sent.filter((p) => !p.startsWith('/t/dongcun/p/hello/'));
+    assert.deepEqual(outside, [], `the token was sent outside the plugin: ${outside}`);
+  }
+
+  // ---- a new admin enrols their own authenticator -------------------------------------------
+  step = 'a new admin signs in with the activation code and sets their own password';
+  {
+    const fresh = await newPage();
+    await fresh.goto(`${URL_}/#/signin`);
+    await fresh.fill('#phone', '13900000021');
+    await fresh.fill('#password', 'Given-by-someone-1');
+    await fresh.click('input[type=submit]');
+    await fresh.getByRole('heading', { name: '首次登录：登记您的动态口令' }).waitFor();
+    await shot(fresh, 'admin-enrol-start');
+    await fresh.fill('#activation', ACTIVATION.toLowerCase().replace(/-/g, ' '));
+    await fresh.fill('#new-password', 'My-own-secret-2');
+    await fresh.click('input[type=submit]');
+    step = 'the authenticator key is shown to its holder, and its first code signs in';
+    await fresh.locator('#totp-secret').waitFor();
+    const key = (await fresh.locator('#totp-secret').textContent()).replace(/\s+/g, '');
+    assert.match(key, /^[A-Z2-7]{32}$/, `a base32 key: ${key}`);
+    const wideE = await fresh.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(wideE <= 390, `the enrolment page fits a phone's width (${wideE}px)`);
+    await shot(fresh, 'admin-enrol-secret');
+    await fresh.fill('#totp', totp(key));
+    await fresh.click('input[type=submit]');
+    await fresh.getByRole('heading', { name: /您好/ }).waitFor();
+    step = 'the password someone else set no longer works';
+    const again = await newPage();
+    await again.goto(`${URL_}/#/signin`);
+    await again.fill('#phone', '13900000021');
+    await again.fill('#password', 'Given-by-someone-1');
+    await again.click('input[type=submit]');
+    await again.getByText(/手机号或密码\/验证码错误/).waitFor();
+  }
 
   assert.deepEqual(errors, [], 'no script errors');
   console.log('browser tests passed; screenshots in', SHOTS);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ErrorBody;
-use super::principal::SignedIn;
+use super::principal::{ClientAddr, SignedIn};
 use super::{ApiError, bad_json};
 use crate::identity::Me;
 use crate::platform::{DataUse, DataUseRange, Feature, Platform, SignIn};
@@ -29,14 +29,18 @@ pub(super) struct PasswordSignIn {
     responses(
         (status = 200, body = SignIn),
         (status = 401, body = ErrorBody, description = "Wrong phone or password"),
-        (status = 423, body = ErrorBody, description = "Locked after auth.max_failures failures"),
+        (status = 423, body = ErrorBody, description = "Locked: auth.max_failures failures for this phone from this client, or auth.account_failures from all"),
+        (status = 429, body = ErrorBody, description = "auth.client_failures failures from this client"),
     ))]
 pub(super) async fn sign_in_password(
     State(p): State<Arc<Platform>>,
+    ClientAddr(client): ClientAddr,
     body: Result<Json<PasswordSignIn>, JsonRejection>,
 ) -> Result<Json<SignIn>, ApiError> {
     let Json(b) = body.map_err(bad_json)?;
-    Ok(Json(p.sign_in_password(&b.phone, &b.password).await?))
+    Ok(Json(
+        p.sign_in_password(&b.phone, &b.password, &client).await?,
+    ))
 }
 
 /// A phone to send a sign-in code to.
@@ -48,13 +52,14 @@ pub(super) struct CodeRequest {
 
 /// Send a one-time sign-in code by SMS (202 whether or not the phone is registered).
 #[utoipa::path(post, path = "/api/v1/auth/code/send", tag = "auth", request_body = CodeRequest,
-    responses((status = 202, description = "Sent if the phone is registered"), (status = 429, body = ErrorBody)))]
+    responses((status = 202, description = "Sent if the phone is registered"), (status = 429, body = ErrorBody, description = "auth.code_resend_secs, auth.codes_per_hour (per phone), auth.codes_per_client_per_hour, auth.codes_per_hour_total")))]
 pub(super) async fn send_code(
     State(p): State<Arc<Platform>>,
+    ClientAddr(client): ClientAddr,
     body: Result<Json<CodeRequest>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let Json(b) = body.map_err(bad_json)?;
-    p.request_code(&b.phone).await?;
+    p.request_code(&b.phone, &client).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -71,10 +76,11 @@ pub(super) struct CodeSignIn {
     responses((status = 200, body = SignIn), (status = 401, body = ErrorBody), (status = 423, body = ErrorBody)))]
 pub(super) async fn sign_in_code(
     State(p): State<Arc<Platform>>,
+    ClientAddr(client): ClientAddr,
     body: Result<Json<CodeSignIn>, JsonRejection>,
 ) -> Result<Json<SignIn>, ApiError> {
     let Json(b) = body.map_err(bad_json)?;
-    Ok(Json(p.sign_in_code(&b.phone, &b.code).await?))
+    Ok(Json(p.sign_in_code(&b.phone, &b.code, &client).await?))
 }
 
 /// The second factor.
@@ -85,15 +91,47 @@ pub(super) struct TotpSignIn {
     code: String,
 }
 
-/// Finish an admin's sign-in with the authenticator's code.
+/// Finish an admin's sign-in with the authenticator's code (or, enrolling, with the first
+/// code of the new authenticator). A challenge takes three wrong codes; wrong codes are
+/// counted apart from wrong passwords and lock the second factor at `auth.max_failures`.
 #[utoipa::path(post, path = "/api/v1/auth/totp", tag = "auth", request_body = TotpSignIn,
     responses((status = 200, body = SignIn), (status = 401, body = ErrorBody), (status = 423, body = ErrorBody)))]
 pub(super) async fn sign_in_totp(
     State(p): State<Arc<Platform>>,
+    ClientAddr(client): ClientAddr,
     body: Result<Json<TotpSignIn>, JsonRejection>,
 ) -> Result<Json<SignIn>, ApiError> {
     let Json(b) = body.map_err(bad_json)?;
-    Ok(Json(p.sign_in_totp(&b.challenge, &b.code).await?))
+    Ok(Json(p.sign_in_totp(&b.challenge, &b.code, &client).await?))
+}
+
+/// An admin's own authenticator enrolment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TotpEnrol {
+    challenge: String,
+    /// The activation code the county root handed over (`XXXX-XXXX-XXXX`).
+    activation_code: String,
+    /// The admin's own new password (the one they were given stops working).
+    new_password: String,
+}
+
+/// An admin's first sign-in (`stage: totp_enrol_required`): the activation code from the
+/// county root and a new password. Answers the new authenticator's secret, shown to the
+/// holder this once (`stage: totp_enrol`); its first code, sent to `/api/v1/auth/totp` with
+/// the same challenge, finishes the enrolment and signs in.
+#[utoipa::path(post, path = "/api/v1/auth/totp/enrol", tag = "auth", request_body = TotpEnrol,
+    responses((status = 200, body = SignIn), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 423, body = ErrorBody)))]
+pub(super) async fn enrol_totp(
+    State(p): State<Arc<Platform>>,
+    ClientAddr(client): ClientAddr,
+    body: Result<Json<TotpEnrol>, JsonRejection>,
+) -> Result<Json<SignIn>, ApiError> {
+    let Json(b) = body.map_err(bad_json)?;
+    Ok(Json(
+        p.enrol_totp_self(&b.challenge, &b.activation_code, &b.new_password, &client)
+            .await?,
+    ))
 }
 
 /// End this session: the token stops working at once.

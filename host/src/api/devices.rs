@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -141,8 +141,11 @@ pub(super) async fn import_devices(
     Authed(who): Authed,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<DeviceImportReport>), ApiError> {
+    p.authorize(&who, crate::identity::Permission::ManageDevices, &tenant)
+        .await?;
+    let body = super::people::import_body(&p, body).await?;
     let format = super::people::import_format(&headers, &body);
     let report = p.import_devices(&who, &tenant, format, &body).await?;
     let status = if report.imported {
@@ -235,9 +238,16 @@ pub(super) async fn device_message(
     State(p): State<Arc<Platform>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     device_auth(&p, &id, &headers).await?;
+    let body = read_body(
+        body,
+        p.config.devices.payload_bytes,
+        "devices.payload_bytes",
+    )
+    .await
+    .inspect_err(|_| p.metrics.device_message("invalid"))?;
     let done = p.ingest(None, &id, &body).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -247,6 +257,24 @@ pub(super) async fn device_message(
         }),
     ))
 }
+
+/// Read a request body of at most `limit` bytes (413 naming `setting` past it). The
+/// device-facing and hook routes call it only after the caller's credentials are checked, so
+/// nobody unauthenticated makes the host buffer anything.
+async fn read_body(body: Body, limit: usize, setting: &str) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!(
+                "请求体超过 {limit} 字节（{setting}） / request body over {limit} bytes ({setting})"
+            ),
+        )
+    })
+}
+
+/// The most a broker's hook request may carry.
+const HOOK_BODY_BYTES: usize = 16 << 10;
 
 /// Check `Authorization: Bearer <device secret>` for device `id`.
 async fn device_auth(p: &Platform, id: &str, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -321,9 +349,15 @@ pub(super) async fn answer_command(
     State(p): State<Arc<Platform>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
     device_auth(&p, &id, &headers).await?;
+    let body = read_body(
+        body,
+        p.config.devices.payload_bytes,
+        "devices.payload_bytes",
+    )
+    .await?;
     p.answer_command(None, &id, &body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -384,6 +418,18 @@ fn verdict(allow: bool) -> (StatusCode, Json<BrokerVerdict>) {
     }
 }
 
+/// A hook request's body, read after the hook's token was checked.
+async fn hook_ask(body: Body) -> Result<BrokerAsk, ApiError> {
+    let bytes = read_body(body, HOOK_BODY_BYTES, "16 KiB").await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("请求格式错误 / bad request body: {e}"),
+        )
+    })
+}
+
 /// The hook is on only with `devices.broker_hook_token`, and answers only its bearer.
 async fn hook_allowed(p: &Platform, headers: &HeaderMap) -> Result<(), ApiError> {
     let not_found = || {
@@ -419,16 +465,16 @@ async fn hook_allowed(p: &Platform, headers: &HeaderMap) -> Result<(), ApiError>
 pub(super) async fn broker_auth(
     State(p): State<Arc<Platform>>,
     headers: HeaderMap,
-    body: Result<Json<BrokerAsk>, JsonRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<BrokerVerdict>), ApiError> {
     hook_allowed(&p, &headers).await?;
-    let Json(ask) = body.map_err(bad_json)?;
+    let ask = hook_ask(body).await?;
     let password = ask.password.unwrap_or_default();
     let cfg = &p.config.devices;
     if cfg.mqtt_username.as_deref() == Some(ask.username.as_str()) {
-        return Ok(verdict(
-            cfg.mqtt_password.as_deref() == Some(password.as_str()),
-        ));
+        return Ok(verdict(cfg.mqtt_password.as_deref().is_some_and(
+            |expected| crate::identity::auth::secrets_match(&password, expected),
+        )));
     }
     if ask.username.len() > 63 || password.is_empty() {
         return Ok(verdict(false));
@@ -453,10 +499,10 @@ pub(super) async fn broker_auth(
 pub(super) async fn broker_acl(
     State(p): State<Arc<Platform>>,
     headers: HeaderMap,
-    body: Result<Json<BrokerAsk>, JsonRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<BrokerVerdict>), ApiError> {
     hook_allowed(&p, &headers).await?;
-    let Json(ask) = body.map_err(bad_json)?;
+    let ask = hook_ask(body).await?;
     let topic = ask.topic.unwrap_or_default();
     let cfg = &p.config.devices;
     let prefix = format!("{}/", cfg.topic_prefix);

@@ -92,6 +92,15 @@ fn call_error(plugin: &str, error: &CallError) -> ApiError {
             format!("插件运行出错 / plugin {plugin} trapped"),
         )
         .plugin(plugin, reason.clone()),
+        CallError::CpuTime(ms) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "plugin_deadline",
+            format!("插件处理超时 / plugin {plugin} exceeded its deadline"),
+        )
+        .plugin(
+            plugin,
+            format!("more than {ms} ms of CPU time (limits.cpu_time_ms)"),
+        ),
         CallError::Deadline(ms) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "plugin_deadline",
@@ -100,6 +109,15 @@ fn call_error(plugin: &str, error: &CallError) -> ApiError {
         .plugin(
             plugin,
             format!("deadline of {ms} ms (limits.call_timeout_ms)"),
+        ),
+        CallError::Busy(ms) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "host_busy",
+            "服务繁忙，请稍后再试 / the service is busy; try again shortly",
+        )
+        .plugin(
+            plugin,
+            format!("no free instance within {ms} ms (limits.instances)"),
         ),
         CallError::Output(reason) => ApiError::new(
             StatusCode::BAD_GATEWAY,

@@ -114,7 +114,7 @@ pub(super) async fn gateway(
         .await
     {
         Ok(r) => match checked_page(&r) {
-            Ok(()) => plugin_response(r),
+            Ok(()) => plugin_response(r, &format!("/t/{tenant}/p/{plugin}")),
             Err(e) => {
                 tracing::warn!(%tenant, %plugin, error = %e, "plugin returned an invalid page");
                 platform.metrics.invalid_page(&tenant, &plugin);
@@ -159,7 +159,16 @@ fn plugin_headers(headers: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-fn plugin_response(r: crate::runtime::bindings::Response) -> Response {
+/// A plugin's redirect: a path inside the plugin (as in its pages), sent to the browser under
+/// the plugin's base. Anything else — another host, another plugin, the API, a path with
+/// dot segments or backslashes in any encoding — is dropped.
+fn plugin_location(value: &str, base: &str) -> Option<String> {
+    linli_ui::is_plugin_path(value)
+        .then(|| format!("{base}{value}"))
+        .filter(|l| l.len() <= 2048)
+}
+
+fn plugin_response(r: crate::runtime::bindings::Response, base: &str) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = Response::new(Body::from(r.body));
     *response.status_mut() = status;
@@ -168,14 +177,19 @@ fn plugin_response(r: crate::runtime::bindings::Response) -> Response {
         let name = h.name.to_ascii_lowercase();
         let allowed =
             ALLOWED_RESPONSE_HEADERS.contains(&name.as_str()) || name.starts_with("x-linli-");
-        // Redirects stay on this host: no open redirects through a plugin.
-        let offsite =
-            name == "location" && (!h.value.starts_with('/') || h.value.starts_with("//"));
-        if !allowed || offsite {
+        if !allowed {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&h.value))
-        {
+        // Redirects stay inside the plugin: no open redirects, no way into the API.
+        let value = if name == "location" {
+            match plugin_location(&h.value, base) {
+                Some(v) => v,
+                None => continue,
+            }
+        } else {
+            h.value
+        };
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::from_str(&value)) {
             headers.append(name, value);
         }
     }
@@ -189,4 +203,33 @@ fn plugin_response(r: crate::runtime::bindings::Response) -> Response {
         HeaderValue::from_static("sandbox; default-src 'none'; frame-ancestors 'none'"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plugin_location;
+
+    #[test]
+    fn redirects_stay_inside_the_plugin() {
+        let base = "/t/dongcun/p/hello";
+        assert_eq!(
+            plugin_location("/guestbook?page=2", base).as_deref(),
+            Some("/t/dongcun/p/hello/guestbook?page=2")
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example/",
+            "/\\/evil.example/",
+            "/..%2f..%2fapi/v1/me",
+            "/.%2e/.%2e/api/v1/me",
+            "/%2E%2E/%2e%2E/api",
+            "/a/../../api",
+            "api/v1/me",
+            "javascript:alert(1)",
+            "",
+        ] {
+            assert_eq!(plugin_location(bad, base), None, "{bad:?}");
+        }
+    }
 }

@@ -89,6 +89,7 @@ pub fn router(platform: Arc<Platform>) -> Router {
             platform.clone(),
             principal::authenticate,
         ))
+        .layer(middleware::from_fn(same_origin_and_no_store))
         .layer(middleware::from_fn(request_id))
         .with_state(platform)
 }
@@ -113,6 +114,7 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
         .routes(routes!(people::revoke_role))
         .routes(routes!(people::unlock))
         .routes(routes!(people::set_password))
+        .routes(routes!(people::reactivate))
         .routes(routes!(people::export_person))
         .routes(routes!(people::erase_person))
         .routes(routes!(devices::device_kinds))
@@ -136,6 +138,7 @@ fn api_parts(platform: Arc<Platform>) -> (Router<Arc<Platform>>, utoipa::openapi
         .routes(routes!(auth::send_code))
         .routes(routes!(auth::sign_in_code))
         .routes(routes!(auth::sign_in_totp))
+        .routes(routes!(auth::enrol_totp))
         .routes(routes!(auth::logout))
         .routes(routes!(auth::rotate))
         .routes(routes!(auth::start_assist))
@@ -225,6 +228,46 @@ async fn metrics(State(platform): State<Arc<Platform>>) -> Response {
         platform.metrics.render(),
     )
         .into_response()
+}
+
+/// Two rules for every request. A browser request that changes something (not GET, HEAD or
+/// OPTIONS) and says it comes from another origin is refused before anything reads it — a
+/// second wall behind bearer-only sign-in against cross-site requests (forms, `text/plain`
+/// posts) to the API and to plugins. And no API answer is kept by a browser or a proxy
+/// cache (`Cache-Control: no-store`): they carry personal data and exports.
+async fn same_origin_and_no_store(req: Request, next: Next) -> Response {
+    let safe = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe && let Some(origin) = req.headers().get(header::ORIGIN) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let same = origin.to_str().ok().is_some_and(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .is_some_and(|rest| !host.is_empty() && rest.eq_ignore_ascii_case(host))
+        });
+        if !same {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "不接受来自其他网站的请求 / requests from another site are refused",
+            )
+            .into_response();
+        }
+    }
+    let api = req.uri().path().starts_with("/api/");
+    let mut response = next.run(req).await;
+    if api && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 fn well_formed_request_id(v: &str) -> bool {

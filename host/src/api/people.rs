@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::ErrorBody;
 use super::principal::Authed;
 use super::{ApiError, bad_json};
+use crate::identity::Permission;
 use crate::platform::{ImportFormat, ImportReport, PersonView, Platform, RoleGiven};
 use crate::storage::people::{Filter, Person, PersonInput, PersonKind};
 
@@ -130,8 +131,10 @@ pub(super) async fn import_people(
     Authed(who): Authed,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<(StatusCode, Json<ImportReport>), ApiError> {
+    p.authorize(&who, Permission::ManagePeople, &tenant).await?;
+    let body = import_body(&p, body).await?;
     let format = import_format(&headers, &body);
     let report = p.import_people(&who, &tenant, format, &body).await?;
     let status = if report.imported {
@@ -140,6 +143,19 @@ pub(super) async fn import_people(
         StatusCode::UNPROCESSABLE_ENTITY
     };
     Ok((status, Json(report)))
+}
+
+/// An import's file, read only after the caller was found allowed to import there, and at
+/// most `limits.import_bytes`.
+pub(super) async fn import_body(p: &Platform, body: Body) -> Result<Bytes, ApiError> {
+    let limit = p.config.limits.import_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("文件超过 {limit} 字节（limits.import_bytes） / the file is over {limit} bytes (limits.import_bytes)"),
+        )
+    })
 }
 
 /// XLSX if the content type says so or the body is a zip file, else CSV.
@@ -177,7 +193,9 @@ pub(super) struct RoleBody {
 }
 
 /// Give a person a role at a tenant (security admins). The three admin roles exclude each
-/// other; an admin role enrols an authenticator, returned once as `totp_url`.
+/// other and are given only by the county root (the admin token); to someone without an
+/// authenticator, the answer holds the activation code (shown once) the root hands them, with
+/// which they set their own password and enrol their own authenticator.
 #[utoipa::path(post, path = "/api/v1/people/{id}/roles", tag = "people", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RoleBody,
     responses((status = 200, body = RoleGiven), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody, description = "Separation of the three admins")))]
@@ -244,6 +262,19 @@ pub(super) async fn set_password(
     let Json(b) = body.map_err(bad_json)?;
     p.set_password(&who, &id, &b.password).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new activation code for an admin who lost their authenticator (the county root only):
+/// the old authenticator stops working and their sessions end.
+#[utoipa::path(post, path = "/api/v1/people/{id}/activation", tag = "people", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = RoleGiven), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn reactivate(
+    State(p): State<Arc<Platform>>,
+    Authed(who): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<RoleGiven>, ApiError> {
+    Ok(Json(p.reactivate(&who, &id).await?))
 }
 
 /// Everything held about a person (security admins over them), as a JSON download.

@@ -1,5 +1,4 @@
-//! Who is calling: `Authorization: Bearer <token>` (or the shell's `linli_session` cookie)
-//! resolved once per request into a [`Principal`] — the bootstrap admin token is Root, a
+//! Who is calling: `Authorization: Bearer <token>` resolved once per request into a [`Principal`] — the bootstrap admin token is Root, a
 //! session token (`lls_…`) is a person. Handlers take [`Authed`] (anyone signed in) or
 //! [`SignedIn`] (a person); the gateway takes the optional [`Auth`].
 
@@ -17,29 +16,19 @@ use crate::identity::auth;
 use crate::identity::{Principal, Session};
 use crate::platform::{Platform, PlatformError};
 
-/// The name of the session cookie the web shell uses.
-pub const SESSION_COOKIE: &str = "linli_session";
-
 /// The principal of this request, if any (inserted by [`authenticate`]).
 #[derive(Clone, Debug)]
 pub struct Auth(pub Option<Principal>);
 
-/// The token a request carries: bearer header first, then the session cookie.
+/// The token a request carries: `Authorization: Bearer …` only. No cookie is ever taken:
+/// a browser sends a cookie on a cross-site request by itself, a bearer header only when a
+/// page of this origin's script adds it — so no other site can make a signed-in request.
 pub fn token_of(parts: &axum::http::HeaderMap) -> Option<String> {
-    if let Some(v) = parts
+    parts
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-    {
-        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
-    }
-    parts
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v.to_owned())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
 }
 
 fn unauthorized(code: &'static str, message: &str) -> Response {
@@ -118,6 +107,47 @@ impl<S: Send + Sync> FromRequestParts<S> for Authed {
             Some(Auth(Some(p))) => Ok(Authed(p.clone())),
             _ => Err(sign_in_required()),
         }
+    }
+}
+
+/// The client's address, for rate limits: the connection's peer, or — when the peer is one
+/// of `auth.trusted_proxies` — the last address in `X-Forwarded-For` that is not itself a
+/// trusted proxy. `unknown` when the server runs without connection info (in-process tests).
+pub struct ClientAddr(pub String);
+
+impl FromRequestParts<Arc<Platform>> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        platform: &Arc<Platform>,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        let Some(mut ip) = peer else {
+            return Ok(ClientAddr("unknown".into()));
+        };
+        let trusted = &platform.config.auth.trusted_proxies;
+        if trusted.contains(&ip) {
+            let forwarded: Vec<std::net::IpAddr> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse().ok())
+                .collect();
+            // Walk back from the nearest hop: the first address a trusted proxy did not add.
+            for hop in forwarded.iter().rev() {
+                ip = *hop;
+                if !trusted.contains(hop) {
+                    break;
+                }
+            }
+        }
+        Ok(ClientAddr(ip.to_string()))
     }
 }
 

@@ -99,18 +99,30 @@ impl device::Host for HostState {
             )));
         }
         let now = now_ms();
+        // A personal device's name and place are its wearer's ("李桂兰家紧急呼叫按钮", "东村
+        // 二组8号"): a plugin sees them only with the grants that show a wearer's name and
+        // address; otherwise the kind and the village.
+        let show_name = call.granted("identity.name");
+        let show_address = call.granted("identity.address");
         Ok(found
             .into_iter()
-            .map(|d| device::DeviceInfo {
-                location: if d.location.is_empty() {
-                    d.tenant.clone()
-                } else {
-                    format!("{}/{}", d.tenant, d.location)
-                },
-                online: d.last_seen_at.is_some_and(|t| now - t <= ONLINE_WITHIN_MS),
-                id: d.id,
-                kind: d.kind.as_str().to_owned(),
-                name: d.name,
+            .map(|d| {
+                let personal = d.kind.personal();
+                device::DeviceInfo {
+                    location: if d.location.is_empty() || (personal && !show_address) {
+                        d.tenant.clone()
+                    } else {
+                        format!("{}/{}", d.tenant, d.location)
+                    },
+                    online: d.last_seen_at.is_some_and(|t| now - t <= ONLINE_WITHIN_MS),
+                    name: if personal && !show_name {
+                        format!("{}（个人设备）", d.kind.zh())
+                    } else {
+                        d.name
+                    },
+                    id: d.id,
+                    kind: d.kind.as_str().to_owned(),
+                }
             })
             .collect())
     }

@@ -96,6 +96,37 @@ pub fn code_hash(phone: &str, code: &str) -> String {
     hex::encode(Sha256::digest(format!("{phone}:{code}").as_bytes()))
 }
 
+/// The letters of an activation code: no 0/O, 1/I/L or U to misread when it is read out.
+const ACTIVATION_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new activation code, `XXXX-XXXX-XXXX` (about 59 bits): what the county root hands a new
+/// admin, in person, to enrol their own authenticator.
+pub fn new_activation_code() -> String {
+    let mut out = String::with_capacity(14);
+    for i in 0..12 {
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        // Rejection sampling keeps every letter equally likely.
+        let letter = loop {
+            let b = (rand::rngs::OsRng.next_u32() & 0xff) as u8;
+            if usize::from(b) < 240 {
+                break ACTIVATION_ALPHABET[usize::from(b) % ACTIVATION_ALPHABET.len()];
+            }
+        };
+        out.push(char::from(letter));
+    }
+    out
+}
+
+/// How an activation code is stored: hashed, bound to its person. `code` is as typed, with
+/// dashes and spaces removed and upper-cased by the caller.
+pub fn activation_hash(person: &str, code: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("linli-activation|{person}|{code}").as_bytes(),
+    ))
+}
+
 /// A new TOTP secret (160 bits, base32 without padding).
 pub fn new_totp_secret() -> String {
     let mut bytes = [0u8; 20];
@@ -287,6 +318,23 @@ mod tests {
             "demo-0123456789abcdef"
         ));
         assert!(!secrets_match("", "demo-0123456789abcdef"));
+    }
+
+    #[test]
+    fn activation_codes() {
+        let c = new_activation_code();
+        assert_eq!(c.len(), 14, "{c}");
+        assert_eq!(c.matches('-').count(), 2);
+        assert!(
+            c.bytes()
+                .all(|b| b == b'-' || ACTIVATION_ALPHABET.contains(&b))
+        );
+        assert_ne!(c, new_activation_code());
+        let plain = c.replace('-', "");
+        assert_ne!(
+            activation_hash("p-1", &plain),
+            activation_hash("p-2", &plain)
+        );
     }
 
     #[test]

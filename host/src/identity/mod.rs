@@ -101,6 +101,8 @@ pub struct Session {
     /// Assisted mode: the resident this staff member acts for, and why.
     pub acting_for: Option<(Person, String)>,
     pub expires_at: i64,
+    /// Whether the second factor was passed (an admin role needs it).
+    pub mfa: bool,
 }
 
 /// Who is making an API call.

@@ -283,11 +283,13 @@ impl Platform {
                 .await
                 .with_context(|| format!("demo person {phone}"))?;
             if let Some((at, role)) = role {
-                self.assign_role(&system, &person.id, at, role).await?;
+                // The demo admins share a published secret, so `linli auth totp-code`
+                // answers for them; real admins enrol their own with an activation code.
                 if crate::identity::THREE_ADMINS.contains(role) {
                     self.enrol_totp(&system, &person.id, Some(DEMO_TOTP_SECRET))
                         .await?;
                 }
+                self.assign_role(&system, &person.id, at, role).await?;
             }
         }
         for (id, tenant, kind, name, location, wearer) in DEMO_DEVICES {
@@ -469,7 +471,7 @@ impl Platform {
         body: &serde_json::Value,
     ) -> anyhow::Result<crate::runtime::bindings::Response> {
         let SignIn::Session { token, .. } = self
-            .sign_in_password(DEMO_STAFF_PHONE, DEMO_PASSWORD)
+            .sign_in_password(DEMO_STAFF_PHONE, DEMO_PASSWORD, "demo-seed")
             .await?
         else {
             anyhow::bail!("the demo staff member needs no second factor");

@@ -124,11 +124,16 @@ impl Platform {
             let found = people::get(&self.db, person)
                 .await
                 .map_err(|e| ("person".to_owned(), e.to_string()))?;
+            // Nobody, or someone who does not live there: one answer, so a device form or
+            // list cannot tell whether a phone or id belongs to someone elsewhere.
+            let nobody = || {
+                (
+                    "person".to_owned(),
+                    format!("{tenant} 没有这位人员 / no such person at {tenant}"),
+                )
+            };
             let Some(p) = found.filter(|p| p.status == "active") else {
-                return Err((
-                    "person".into(),
-                    format!("人员不存在 / no such person: {person}"),
-                ));
+                return Err(nobody());
             };
             let home = tenants::path(&self.db, &p.tenant)
                 .await
@@ -137,10 +142,7 @@ impl Platform {
                 .await
                 .map_err(|e| ("person".to_owned(), e.to_string()))?;
             if !(home.iter().any(|t| t == tenant) || at.contains(&p.tenant)) {
-                return Err((
-                    "person".into(),
-                    format!("此人不住在 {tenant} / the person does not live at {tenant}"),
-                ));
+                return Err(nobody());
             }
         }
         Ok(())
@@ -165,6 +167,7 @@ impl Platform {
         let device = crate::storage::write_tx!(&self.db, |tx| {
             let (device, _) = devices::upsert_in(tx, tenant, input, &hash, true, now).await?;
             audit::append_in(
+                &self.db,
                 tx,
                 &audit::Event {
                     actor,
@@ -213,6 +216,7 @@ impl Platform {
             let (device, what) = devices::upsert_in(tx, tenant, input, "", false, now).await?;
             if what == Upserted::Updated {
                 audit::append_in(
+                    &self.db,
                     tx,
                     &audit::Event {
                         actor,
@@ -249,6 +253,7 @@ impl Platform {
                 return Err(StorageError::NotFound(id.to_owned()));
             }
             audit::append_in(
+                &self.db,
                 tx,
                 &audit::Event {
                     actor,
@@ -288,6 +293,7 @@ impl Platform {
         crate::storage::write_tx!(&self.db, |tx| {
             devices::set_secret_in(tx, id, &hash, now).await?;
             audit::append_in(
+                &self.db,
                 tx,
                 &audit::Event {
                     actor,
@@ -369,6 +375,7 @@ impl Platform {
                 }
             }
             audit::append_in(
+                &self.db,
                 tx,
                 &audit::Event {
                     actor,
@@ -477,7 +484,7 @@ impl Platform {
                     Ok(None) => {
                         fail(
                             "person",
-                            format!("没有手机号为 {phone} 的人员 / nobody has the phone {phone}"),
+                            format!("{home} 没有这位人员 / no such person at {home}"),
                         );
                         continue;
                     }

@@ -45,6 +45,12 @@ use crate::storage::kv::{self, Scope};
 use crate::storage::tenants::{self, Tenant, TenantKind};
 use crate::storage::{Db, StorageError, now_ms};
 
+/// A checkpoint file and what it holds (or why it cannot be read).
+pub type CheckpointFile = (std::path::PathBuf, Result<audit::Checkpoint, String>);
+
+/// Audit checkpoints kept (and read by verification) in `audit.checkpoint_dir`.
+pub const MAX_CHECKPOINTS: usize = 1_000;
+
 /// How long a replica trusts its cached view of an installation before re-reading it, so an
 /// install, suspension or uninstall made through another replica takes effect within this.
 const INSTALL_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -230,9 +236,13 @@ impl Platform {
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let dir = Dir::open_ambient_dir(&config.data_dir, ambient_authority())
             .with_context(|| format!("opening data dir {}", config.data_dir.display()))?;
-        let db = Db::connect(config.database_url.as_deref(), &config.data_dir)
-            .await
-            .context("connecting to the database")?;
+        let db = Db::connect_keyed(
+            config.database_url.as_deref(),
+            &config.data_dir,
+            &config.audit_key_source(),
+        )
+        .await
+        .context("connecting to the database")?;
         let runtime = Runtime::new(&config.limits, Arc::new(dir))?;
         let sms = crate::identity::auth::sms_sender(&config.auth.sms)?;
         let metrics = Metrics::new();
@@ -460,7 +470,108 @@ impl Platform {
     ) -> Result<audit::Verdict, PlatformError> {
         self.require_global(principal, Permission::ReadAudit)
             .await?;
-        Ok(audit::verify(&self.db).await?)
+        let verdict = audit::verify(&self.db).await?;
+        if let audit::Verdict::Broken { .. } = verdict {
+            return Ok(verdict);
+        }
+        // Then against the outside witness: every checkpoint written so far.
+        for (path, checkpoint) in self.checkpoints()? {
+            let problem = match checkpoint {
+                Ok(c) => audit::check_against(&self.db, &c)
+                    .await?
+                    .map(|reason| (c.seq, reason)),
+                Err(e) => Some((0, format!("unreadable checkpoint: {e}"))),
+            };
+            if let Some((seq, reason)) = problem {
+                return Ok(audit::Verdict::Broken {
+                    seq,
+                    reason: format!("{reason} ({})", path.display()),
+                });
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// The checkpoint files in `audit.checkpoint_dir`, oldest first, each parsed (or why
+    /// not). At most [`MAX_CHECKPOINTS`] are kept and read.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointFile>, PlatformError> {
+        let dir = self.config.checkpoint_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(PlatformError::Host(anyhow::anyhow!(
+                    "reading {}: {e}",
+                    dir.display()
+                )));
+            }
+        };
+        let mut paths: Vec<std::path::PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("checkpoint-") && n.ends_with(".json"))
+            })
+            .collect();
+        paths.sort();
+        let skip = paths.len().saturating_sub(MAX_CHECKPOINTS);
+        Ok(paths
+            .into_iter()
+            .skip(skip)
+            .map(|path| {
+                let parsed = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        if b.len() > 4096 {
+                            return Err("larger than 4 KiB".into());
+                        }
+                        serde_json::from_slice::<audit::Checkpoint>(&b).map_err(|e| e.to_string())
+                    });
+                (path, parsed)
+            })
+            .collect())
+    }
+
+    /// Write a signed checkpoint of the chain's head into `audit.checkpoint_dir` (if the
+    /// newest there is older), and keep the newest [`MAX_CHECKPOINTS`]. Returns it.
+    pub async fn write_checkpoint(&self) -> Result<Option<audit::Checkpoint>, PlatformError> {
+        let Some(c) = audit::checkpoint(&self.db).await? else {
+            return Ok(None);
+        };
+        if c.seq == 0 {
+            return Ok(None);
+        }
+        let dir = self.config.checkpoint_dir();
+        let io = |what: &str, e: std::io::Error| {
+            PlatformError::Host(anyhow::anyhow!("{what} {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating", e))?;
+        let name = format!("checkpoint-{:012}.json", c.seq);
+        let path = dir.join(&name);
+        if !path.exists() {
+            let tmp = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
+            let text = serde_json::to_vec_pretty(&c).expect("serialises");
+            std::fs::write(&tmp, text).map_err(|e| io("writing into", e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io("writing into", e))?;
+            tracing::debug!(seq = c.seq, path = %path.display(), "audit checkpoint written");
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut names: Vec<std::path::PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("checkpoint-"))
+                })
+                .collect();
+            names.sort();
+            let excess = names.len().saturating_sub(MAX_CHECKPOINTS);
+            for old in names.into_iter().take(excess) {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        Ok(Some(c))
     }
 
     /// Delete audit records older than `audit.retention_days` (keeping the chain verifiable).
@@ -755,6 +866,12 @@ impl Platform {
     ) -> Result<Installation, PlatformError> {
         self.authorize(principal, Permission::ManagePlugins, tenant)
             .await?;
+        // Already so: nothing changes and nothing is recorded.
+        if let Some(row) = installs::get(&self.db, tenant, plugin).await?
+            && row.status == status
+        {
+            return self.installation(principal, tenant, plugin).await;
+        }
         if status == Status::Active
             && let Some(row) = installs::get(&self.db, tenant, plugin).await?
         {
@@ -1061,25 +1178,22 @@ impl Platform {
                 limits.trap_threshold,
                 limits.trap_window_secs
             );
-            match installs::set_status(&self.db, tenant, plugin, Status::Suspended, Some(&reason))
-                .await
-            {
-                Ok(()) => {
+            let event = audit::Event {
+                actor: "system",
+                plugin: Some(plugin),
+                tenant: Some(tenant),
+                action: "plugin.suspend",
+                outcome: "ok",
+                detail: serde_json::json!({ "reason": reason }),
+                ..audit::Event::default()
+            };
+            match installs::suspend_if_active(&self.db, tenant, plugin, &reason, &event).await {
+                Ok(true) => {
                     self.metrics.suspended(labels);
                     tracing::warn!(%tenant, %plugin, %reason, "plugin suspended");
-                    let event = audit::Event {
-                        actor: "system",
-                        plugin: Some(plugin),
-                        tenant: Some(tenant),
-                        action: "plugin.suspend",
-                        outcome: "ok",
-                        detail: serde_json::json!({ "reason": reason }),
-                        ..audit::Event::default()
-                    };
-                    if let Err(e) = audit::append(&self.db, &event).await {
-                        tracing::error!(%tenant, %plugin, error = %e, "could not audit the suspension");
-                    }
                 }
+                // Already suspended (by another call or replica): nothing more to do or say.
+                Ok(false) => {}
                 Err(e) => tracing::error!(%tenant, %plugin, error = %e, "could not suspend plugin"),
             }
             self.forget(plugin);

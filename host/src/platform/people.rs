@@ -71,12 +71,21 @@ impl PersonView {
     }
 }
 
-/// The result of giving a role: with an admin role and no authenticator yet, the TOTP
-/// enrolment (shown once).
+/// The result of giving a role. With an admin role to someone without an authenticator:
+/// the activation code (shown once) that the county root hands the holder in person; with
+/// it the holder sets their own password and enrols their own authenticator at their first
+/// sign-in, so nobody else ever sees their secret.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RoleGiven {
     pub changed: bool,
-    pub totp_url: Option<String>,
+    pub activation_code: Option<String>,
+    /// When the activation code stops working (ms since the epoch).
+    pub activation_expires_at: Option<i64>,
+}
+
+/// The county root: the bootstrap admin token, the CLI on the server, or the host itself.
+fn is_root(principal: &Principal) -> bool {
+    matches!(principal, Principal::Root | Principal::System)
 }
 
 /// A file to import.
@@ -87,7 +96,10 @@ pub enum ImportFormat {
 }
 
 impl Platform {
-    /// Create one person at `tenant` (409 if the ID number or phone is taken).
+    /// Create one person at `tenant`: 409 with the one [`people::TAKEN`] answer if the ID
+    /// number or phone is anyone's already (an existing record is never touched, and the
+    /// answer does not say whose or where). The person, their password and the audit record
+    /// commit together; a refused call writes nothing.
     pub async fn create_person(
         &self,
         principal: &Principal,
@@ -104,34 +116,40 @@ impl Platform {
         self.authorize(principal, perm, tenant).await?;
         people::validate(input)
             .map_err(|(field, msg)| PlatformError::Invalid(format!("{field}: {msg}")))?;
-        if let Some(phone) = &input.phone
-            && people::get_by_phone(&self.db, phone).await?.is_some()
-        {
-            return Err(PlatformError::Conflict(
-                "手机号已被使用 / the phone number is taken".into(),
-            ));
-        }
-        let (id, how) = people::upsert(&self.db, kind, tenant, input).await?;
-        if how != Upserted::Created {
-            return Err(PlatformError::Conflict(
-                "身份证号已登记 / a person with this ID number exists".into(),
-            ));
-        }
-        if let Some(pw) = password {
-            self.store_password(&id, pw).await?;
-        }
-        self.audit_as(
-            principal,
-            audit::Event {
-                tenant: Some(tenant),
-                action: "person.create",
-                subject: Some(&id),
-                outcome: "ok",
-                detail: serde_json::json!({ "kind": kind, "password": password.is_some() }),
-                ..audit::Event::default()
-            },
-        )
-        .await?;
+        let hash = match password {
+            Some(pw) => Some(self.hash_new_password(pw).await?),
+            None => None,
+        };
+        let now = now_ms();
+        let (actor, assistant) = principal.actor();
+        let id = crate::storage::write_tx!(&self.db, |tx| {
+            let id = people::create_in(tx, kind, tenant, input, now).await?;
+            if let Some(hash) = &hash {
+                store::set_secret_in(tx, &id, Secret::Password, Some(hash), now).await?;
+            }
+            audit::append_in(
+                &self.db,
+                tx,
+                &audit::Event {
+                    actor,
+                    assistant,
+                    tenant: Some(tenant),
+                    action: "person.create",
+                    subject: Some(&id),
+                    outcome: "ok",
+                    detail: serde_json::json!({ "kind": kind, "password": password.is_some() }),
+                    ..audit::Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(id)
+        })
+        .inspect_err(|e| {
+            if matches!(e, StorageError::Conflict(_)) {
+                tracing::info!(%tenant, "person not created: phone or ID number taken");
+            }
+        })?;
         people::get(&self.db, &id)
             .await?
             .ok_or_else(|| PlatformError::NotFound(id))
@@ -146,8 +164,25 @@ impl Platform {
         after: Option<&str>,
         limit: u32,
     ) -> Result<(Vec<PersonView>, Option<String>), PlatformError> {
-        self.authorize(principal, Permission::ReadPeople, tenant)
+        let path = self
+            .authorize(principal, Permission::ReadPeople, tenant)
             .await?;
+        // Filtering by a special category (disabled, low income, …) would tell it through a
+        // masked list: only those who may see people's full records there may.
+        let sensitive: Vec<&str> = filter
+            .tags
+            .iter()
+            .map(String::as_str)
+            .filter(|t| people::SENSITIVE_TAGS.contains(t))
+            .collect();
+        let may_see_full = principal.allows(Permission::ManagePeople, &path)
+            || principal.allows(Permission::ResidentRights, &path);
+        if !sensitive.is_empty() && !may_see_full {
+            return Err(PlatformError::Forbidden(format!(
+                "无权按敏感标签筛选 / not allowed to filter by sensitive tags ({})",
+                sensitive.join(", ")
+            )));
+        }
         let subtree = tenants::subtree(&self.db, tenant).await?;
         let limit = limit.clamp(1, 500);
         let page = people::list(&self.db, &subtree, filter, after, limit).await?;
@@ -225,6 +260,8 @@ impl Platform {
         .map_err(PlatformError::Invalid)?;
         let subtree = tenants::subtree(&self.db, tenant).await?;
         let (rows, errors) = super::roster::rows(&table, tenant, &subtree);
+        // Re-importing a sheet without some columns leaves those fields as they are.
+        let absent = super::roster::absent_fields(&table);
         let mut report = ImportReport {
             rows: table.rows.len(),
             errors,
@@ -244,17 +281,68 @@ impl Platform {
             let mut counts = (0usize, 0usize, 0usize);
             let mut errors = Vec::new();
             for (line, home, input) in &rows {
-                match people::upsert_in(tx, PersonKind::Resident, home, input, now).await {
-                    Ok((_, Upserted::Created)) => counts.0 += 1,
-                    Ok((_, Upserted::Updated)) => counts.1 += 1,
-                    Ok((_, Upserted::Unchanged)) => counts.2 += 1,
-                    Err(StorageError::Conflict(m)) => errors.push(RowError {
-                        row: *line,
-                        field: "row".into(),
-                        message: m,
-                    }),
+                // Only people whose home is in the importing tenant's subtree are matched
+                // and updated; anyone else's phone or ID number refuses the row.
+                let (id, detail) = match people::upsert_in(
+                    tx,
+                    PersonKind::Resident,
+                    home,
+                    input,
+                    now,
+                    &subtree,
+                    &absent,
+                )
+                .await
+                {
+                    Ok((id, Upserted::Created)) => {
+                        counts.0 += 1;
+                        (id, serde_json::json!({ "via": "import", "created": true }))
+                    }
+                    Ok((id, Upserted::Updated { fields, moved_from })) => {
+                        counts.1 += 1;
+                        (
+                            id,
+                            serde_json::json!({ "via": "import", "fields": fields, "moved_from": moved_from }),
+                        )
+                    }
+                    Ok((_, Upserted::Unchanged)) => {
+                        counts.2 += 1;
+                        continue;
+                    }
+                    Err(StorageError::Conflict(m)) => {
+                        errors.push(RowError {
+                            row: *line,
+                            field: "row".into(),
+                            message: m,
+                        });
+                        continue;
+                    }
                     Err(e) => return Err(e),
+                };
+                if !errors.is_empty() {
+                    // Rolled back below: no need to record the row.
+                    continue;
                 }
+                audit::append_in(
+                    &self.db,
+                    tx,
+                    &audit::Event {
+                        actor,
+                        assistant,
+                        tenant: Some(home),
+                        action: if detail["created"] == true {
+                            "person.create"
+                        } else {
+                            "person.update"
+                        },
+                        subject: Some(&id),
+                        outcome: "ok",
+                        detail,
+                        ..audit::Event::default()
+                    },
+                    now,
+                )
+                .await?;
             }
             if !errors.is_empty() {
                 // Roll back: nothing partial.
@@ -263,6 +351,7 @@ impl Platform {
                 ));
             }
             audit::append_in(
+                &self.db,
                 tx,
                 &audit::Event {
                     actor,
@@ -300,8 +389,11 @@ impl Platform {
 
     // ---- roles ---------------------------------------------------------------------------
 
-    /// Give `person` `role` at `tenant` (security admins; never to oneself). An admin role
-    /// enrols an authenticator if the person has none, returned once as an `otpauth://` URL.
+    /// Give `person` `role` at `tenant` (security admins; never to oneself). The three admin
+    /// roles are given only by the county root (the bootstrap token or the CLI on the
+    /// server), and nobody but the root changes the roles of a person who holds one (see
+    /// `docs/security.md`). An admin role ends the person's sessions (the next needs the
+    /// second factor) and, without an authenticator yet, makes an activation code for them.
     pub async fn assign_role(
         &self,
         principal: &Principal,
@@ -322,12 +414,19 @@ impl Platform {
                 "不能给自己授予角色 / you cannot give yourself a role".into(),
             ));
         }
+        let admin_role = THREE_ADMINS.contains(&role);
+        if admin_role && !is_root(principal) {
+            return Err(PlatformError::Forbidden(
+                "三员角色只能由县级根管理员授予（管理令牌或服务器上的 linli 命令） / the three admin roles are given only by the county root (the admin token, or the linli CLI on the server)".into(),
+            ));
+        }
         let target = people::get(&self.db, person)
             .await?
             .filter(|p| p.status == "active")
             .ok_or_else(|| {
                 PlatformError::NotFound(format!("人员不存在 / no such person: {person}"))
             })?;
+        self.guard_admin_account(principal, &target.id).await?;
         if target.kind == PersonKind::Resident && role != "vendor" {
             // Residents become staff explicitly; keeps resident rosters and staff apart.
             return Err(PlatformError::Invalid(
@@ -335,7 +434,7 @@ impl Platform {
                     .into(),
             ));
         }
-        let conflicts: Vec<&str> = if THREE_ADMINS.contains(&role) {
+        let conflicts: Vec<&str> = if admin_role {
             THREE_ADMINS
                 .iter()
                 .copied()
@@ -347,15 +446,15 @@ impl Platform {
         let (actor, _) = principal.actor();
         let changed =
             people::assign_role(&self.db, person, tenant, role, &conflicts, actor).await?;
-        let mut totp_url = None;
-        if THREE_ADMINS.contains(&role) {
+        let mut activation = None;
+        if admin_role {
+            // A session signed in without the second factor must not carry the new role.
+            store::end_sessions_of(&self.db, person, None).await?;
             let creds = store::credentials(&self.db, person)
                 .await?
                 .unwrap_or_default();
             if creds.totp_secret.is_none() {
-                let secret = auth::new_totp_secret();
-                store::set_secret(&self.db, person, Secret::Totp, Some(&secret)).await?;
-                totp_url = Some(auth::totp_url(&secret, person)?);
+                activation = Some(self.new_activation(person).await?);
             }
         }
         self.audit_as(
@@ -365,12 +464,69 @@ impl Platform {
                 action: "role.assign",
                 subject: Some(person),
                 outcome: "ok",
-                detail: serde_json::json!({ "role": role, "changed": changed, "totp_enrolled": totp_url.is_some() }),
+                detail: serde_json::json!({ "role": role, "changed": changed, "activation": activation.is_some() }),
                 ..audit::Event::default()
             },
         )
         .await?;
-        Ok(RoleGiven { changed, totp_url })
+        Ok(RoleGiven {
+            changed,
+            activation_expires_at: activation.as_ref().map(|(_, at)| *at),
+            activation_code: activation.map(|(code, _)| code),
+        })
+    }
+
+    /// A new activation code for `person` (replacing any earlier one), and when it expires.
+    async fn new_activation(&self, person: &str) -> Result<(String, i64), PlatformError> {
+        let code = auth::new_activation_code();
+        let now = now_ms();
+        let expires_at = now + i64::from(self.config.auth.activation_ttl_hours) * 3_600_000;
+        let hash = auth::activation_hash(person, &code.replace('-', ""));
+        crate::storage::write_tx!(&self.db, |tx| {
+            store::set_activation_in(tx, person, &hash, expires_at, now).await
+        })?;
+        Ok((code, expires_at))
+    }
+
+    /// A new activation code for an admin who has lost their authenticator (or never used
+    /// the first code): the county root only. The old authenticator stops working.
+    pub async fn reactivate(
+        &self,
+        principal: &Principal,
+        person: &str,
+    ) -> Result<RoleGiven, PlatformError> {
+        if !is_root(principal) {
+            return Err(PlatformError::Forbidden(
+                "只有县级根管理员能重新激活管理员 / only the county root re-activates an admin"
+                    .into(),
+            ));
+        }
+        let p = people::get(&self.db, person)
+            .await?
+            .filter(|p| p.status == "active")
+            .ok_or_else(|| {
+                PlatformError::NotFound(format!("人员不存在 / no such person: {person}"))
+            })?;
+        store::set_secret(&self.db, &p.id, Secret::Totp, None).await?;
+        store::end_sessions_of(&self.db, &p.id, None).await?;
+        let (code, expires_at) = self.new_activation(&p.id).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(&p.tenant),
+                action: "auth.reactivate",
+                subject: Some(&p.id),
+                outcome: "ok",
+                detail: serde_json::json!({ "expires_at": expires_at }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        Ok(RoleGiven {
+            changed: true,
+            activation_code: Some(code),
+            activation_expires_at: Some(expires_at),
+        })
     }
 
     pub async fn revoke_role(
@@ -387,6 +543,7 @@ impl Platform {
                 "不能更改自己的角色 / you cannot change your own roles".into(),
             ));
         }
+        self.guard_admin_account(principal, person).await?;
         let changed = people::revoke_role(&self.db, person, tenant, role).await?;
         self.audit_as(
             principal,
@@ -403,12 +560,49 @@ impl Platform {
         Ok(changed)
     }
 
-    /// Lift a sign-in lockout.
+    /// Refuse anyone but the county root acting on the account of a person who holds one of
+    /// the three admin roles: no admin resets another's password, unlocks, erases or changes
+    /// the roles of another.
+    async fn guard_admin_account(
+        &self,
+        principal: &Principal,
+        person: &str,
+    ) -> Result<(), PlatformError> {
+        if is_root(principal) {
+            return Ok(());
+        }
+        let roles = people::roles_of(&self.db, person).await?;
+        if roles
+            .iter()
+            .any(|r| THREE_ADMINS.contains(&r.role.as_str()))
+        {
+            return Err(PlatformError::Forbidden(
+                "三员分立：管理员账号只能由县级根管理员管理 / separation of the three admins: an admin's account is managed only by the county root".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lift a sign-in lockout: the person's second factor, and their phone's password
+    /// limits from every client.
     pub async fn unlock(&self, principal: &Principal, person: &str) -> Result<(), PlatformError> {
         let p = self
             .person_in_reach(principal, person, Permission::ManageRoles)
             .await?;
+        self.guard_admin_account(principal, &p.id).await?;
         store::unlock(&self.db, &p.id).await?;
+        if let Some(phone) = &p.phone {
+            crate::storage::throttle::clear(
+                &self.db,
+                &crate::storage::throttle::key("p", &[phone]),
+            )
+            .await?;
+            crate::storage::throttle::clear_prefix(
+                &self.db,
+                &crate::storage::throttle::key("pc", &[phone]),
+            )
+            .await?;
+        }
         self.audit_as(
             principal,
             audit::Event {
@@ -423,7 +617,9 @@ impl Platform {
         .await
     }
 
-    /// Set a person's password (people managers for residents, security admins for staff).
+    /// Set a person's password (people managers for residents, security admins for staff;
+    /// an admin's only by the county root). Every session of the person — and every
+    /// assisted session acting for them — ends.
     pub async fn set_password(
         &self,
         principal: &Principal,
@@ -436,7 +632,9 @@ impl Platform {
             _ => Permission::ManageRoles,
         };
         let p = self.person_in_reach(principal, person, perm).await?;
+        self.guard_admin_account(principal, &p.id).await?;
         self.store_password(&p.id, password).await?;
+        let ended = store::end_sessions_of(&self.db, &p.id, None).await?;
         self.audit_as(
             principal,
             audit::Event {
@@ -444,21 +642,27 @@ impl Platform {
                 action: "auth.password-set",
                 subject: Some(&p.id),
                 outcome: "ok",
-                detail: serde_json::json!({}),
+                detail: serde_json::json!({ "sessions_ended": ended }),
                 ..audit::Event::default()
             },
         )
         .await
     }
 
-    /// Enrol a (new) TOTP secret for a person; returns the `otpauth://` URL. Used by the CLI
-    /// and the demo seed, which print it; the secret itself is `secret` if given.
+    /// Enrol a TOTP secret for a person directly; returns the `otpauth://` URL. Only the
+    /// host itself (the demo seed, which uses the published demo secret) and the county root
+    /// may; an admin enrols their own through an activation code (see [`Self::assign_role`]).
     pub async fn enrol_totp(
         &self,
         principal: &Principal,
         person: &str,
         secret: Option<&str>,
     ) -> Result<String, PlatformError> {
+        if !is_root(principal) {
+            return Err(PlatformError::Forbidden(
+                "动态口令由本人登记 / an authenticator is enrolled by its holder".into(),
+            ));
+        }
         let p = self
             .person_in_reach(principal, person, Permission::ManageRoles)
             .await?;
@@ -588,8 +792,11 @@ impl Platform {
         {
             return Ok(s.person.clone());
         }
-        self.person_in_reach(principal, id, Permission::ResidentRights)
-            .await
+        let person = self
+            .person_in_reach(principal, id, Permission::ResidentRights)
+            .await?;
+        self.guard_admin_account(principal, &person.id).await?;
+        Ok(person)
     }
 
     /// A person's own principal, for the self-service routes.

@@ -9,6 +9,7 @@ use super::people::RowError;
 use crate::storage::people::{self, PersonInput};
 
 /// A sheet: header cells and data rows, as text.
+#[derive(Debug)]
 pub(super) struct Table {
     pub headers: Vec<String>,
     pub rows: Vec<Vec<String>>,
@@ -28,6 +29,25 @@ const COLUMNS: &[(&str, &[&str])] = &[
     ("tenant", &["tenant", "所属", "所属村社", "网格"]),
 ];
 
+/// Most columns a sheet may have (a roster uses eight; a device list seven).
+pub(super) const MAX_COLUMNS: usize = 64;
+
+/// Most bytes all of an XLSX file's parts may unpack to, per byte of the file: a zip bomb is
+/// refused before anything is parsed.
+const XLSX_EXPANSION: usize = 4;
+
+/// Most parts (files) in an XLSX container.
+const XLSX_MAX_PARTS: usize = 1_000;
+
+fn too_many_rows() -> String {
+    let max = super::people::IMPORT_MAX_ROWS;
+    format!("一次最多导入 {max} 行 / at most {max} rows per import")
+}
+
+fn too_many_columns() -> String {
+    format!("表格最多 {MAX_COLUMNS} 列 / a sheet has at most {MAX_COLUMNS} columns")
+}
+
 pub(super) fn read_csv(bytes: &[u8]) -> Result<Table, String> {
     // Excel saves CSV with a UTF-8 byte-order mark.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -35,64 +55,142 @@ pub(super) fn read_csv(bytes: &[u8]) -> Result<Table, String> {
         .has_headers(true)
         .flexible(true)
         .from_reader(bytes);
-    let headers = reader
+    let header = reader
         .headers()
-        .map_err(|e| format!("CSV 表头无法读取 / cannot read the CSV header: {e}"))?
-        .iter()
-        .map(|h| h.trim().to_owned())
-        .collect();
+        .map_err(|e| format!("CSV 表头无法读取 / cannot read the CSV header: {e}"))?;
+    if header.len() > MAX_COLUMNS {
+        return Err(too_many_columns());
+    }
+    let headers = header.iter().map(|h| h.trim().to_owned()).collect();
     let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| {
-            format!(
-                "第 {} 行无法读取（须为 UTF-8 编码的 CSV） / row {} is unreadable (CSV must be UTF-8): {e}",
-                i + 2,
-                i + 2
-            )
-        })?;
-        rows.push(record.iter().map(|c| c.trim().to_owned()).collect());
-        if rows.len() > super::people::IMPORT_MAX_ROWS {
-            break;
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = rows.len() + 2;
+        match reader.read_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                return Err(format!(
+                    "第 {line} 行无法读取（须为 UTF-8 编码的 CSV） / row {line} is unreadable (CSV must be UTF-8): {e}"
+                ));
+            }
         }
+        if record.len() > MAX_COLUMNS {
+            return Err(format!(
+                "第 {line} 行：{} / row {line}: {}",
+                too_many_columns(),
+                too_many_columns()
+            ));
+        }
+        if rows.len() >= super::people::IMPORT_MAX_ROWS {
+            return Err(too_many_rows());
+        }
+        rows.push(record.iter().map(|c| c.trim().to_owned()).collect());
     }
     Ok(Table { headers, rows })
 }
 
+/// Unpack every part of the XLSX container with a hard bound on what each and all may grow
+/// to, whatever sizes the container claims, so that the parser after this reads at most
+/// that much.
+fn check_container(bytes: &[u8]) -> Result<(), String> {
+    let not_xlsx =
+        |e: &dyn std::fmt::Display| format!("不是有效的 XLSX 文件 / not a readable XLSX file: {e}");
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| not_xlsx(&e))?;
+    if zip.len() > XLSX_MAX_PARTS {
+        return Err(format!(
+            "XLSX 文件包含过多部件 / the XLSX file has more than {XLSX_MAX_PARTS} parts"
+        ));
+    }
+    let budget = bytes.len().saturating_mul(XLSX_EXPANSION).max(1 << 20) as u64;
+    let mut total = 0u64;
+    let mut sink = [0u8; 16 << 10];
+    for i in 0..zip.len() {
+        let part = zip.by_index(i).map_err(|e| not_xlsx(&e))?;
+        let mut limited = std::io::Read::take(part, budget - total + 1);
+        loop {
+            let n = std::io::Read::read(&mut limited, &mut sink).map_err(|e| not_xlsx(&e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > budget {
+                return Err(format!(
+                    "XLSX 文件解压后过大 / the XLSX file unpacks to more than {budget} bytes (limits.import_bytes × {XLSX_EXPANSION})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn read_xlsx(bytes: &[u8]) -> Result<Table, String> {
-    use calamine::{Data, Reader, Xlsx};
+    use calamine::{DataRef, Reader, Xlsx};
+    check_container(bytes)?;
     let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes))
         .map_err(|e| format!("不是有效的 XLSX 文件 / not a readable XLSX file: {e}"))?;
-    let range = book
-        .worksheet_range_at(0)
-        .ok_or("XLSX 文件没有工作表 / the XLSX file has no sheet")?
+    let first = book
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or("XLSX 文件没有工作表 / the XLSX file has no sheet")?;
+    // Cell by cell, never the sheet's declared dimensions: a sheet whose cells are A1 and
+    // XFD1048576 is two cells here, and refused at the first one out of bounds.
+    let mut cells = book
+        .worksheet_cells_reader(&first)
         .map_err(|e| format!("无法读取第一个工作表 / cannot read the first sheet: {e}"))?;
-    let cell = |d: &Data| -> String {
+    let text = |d: &DataRef<'_>| -> String {
         match d {
-            Data::Empty => String::new(),
-            Data::String(s) => s.trim().to_owned(),
+            DataRef::Empty => String::new(),
+            DataRef::String(s) => s.trim().to_owned(),
+            DataRef::SharedString(s) => s.trim().to_owned(),
             // Phone and ID numbers typed into Excel become numbers.
-            Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e17 => format!("{}", *f as i64),
-            Data::Float(f) => f.to_string(),
-            Data::Int(i) => i.to_string(),
-            Data::Bool(b) => b.to_string(),
-            Data::DateTime(dt) => excel_date(dt.as_f64()),
-            Data::DateTimeIso(s) => s.chars().take(10).collect(),
-            Data::DurationIso(s) => s.clone(),
-            Data::Error(e) => format!("#{e:?}"),
+            DataRef::Float(f) if f.fract() == 0.0 && f.abs() < 1e17 => format!("{}", *f as i64),
+            DataRef::Float(f) => f.to_string(),
+            DataRef::Int(i) => i.to_string(),
+            DataRef::Bool(b) => b.to_string(),
+            DataRef::DateTime(dt) => excel_date(dt.as_f64()),
+            DataRef::DateTimeIso(s) => s.chars().take(10).collect(),
+            DataRef::DurationIso(s) => s.clone(),
+            DataRef::Error(e) => format!("#{e:?}"),
         }
     };
-    let mut rows = range.rows();
-    let headers = rows
-        .next()
-        .ok_or("工作表是空的 / the sheet is empty")?
-        .iter()
-        .map(cell)
-        .collect();
-    let rows = rows
-        .take(super::people::IMPORT_MAX_ROWS + 1)
-        .map(|r| r.iter().map(cell).collect())
-        .collect();
-    Ok(Table { headers, rows })
+    let max_rows = super::people::IMPORT_MAX_ROWS as u32 + 1;
+    let mut grid: Vec<Vec<String>> = Vec::new();
+    while let Some(cell) = cells
+        .next_cell()
+        .map_err(|e| format!("无法读取第一个工作表 / cannot read the first sheet: {e}"))?
+    {
+        let (row, col) = cell.get_position();
+        if col as usize >= MAX_COLUMNS {
+            return Err(too_many_columns());
+        }
+        if row >= max_rows {
+            return Err(too_many_rows());
+        }
+        let value = text(cell.get_value());
+        if value.is_empty() {
+            continue;
+        }
+        let (row, col) = (row as usize, col as usize);
+        if grid.len() <= row {
+            grid.resize_with(row + 1, Vec::new);
+        }
+        let r = &mut grid[row];
+        if r.len() <= col {
+            r.resize(col + 1, String::new());
+        }
+        r[col] = value;
+    }
+    let mut rows = grid.into_iter();
+    let headers = rows.next().ok_or("工作表是空的 / the sheet is empty")?;
+    if headers.is_empty() {
+        return Err("工作表第一行是空的 / the sheet's first row is empty".into());
+    }
+    Ok(Table {
+        headers,
+        rows: rows.collect(),
+    })
 }
 
 /// An Excel serial date (days since 1899-12-30) as `YYYY-MM-DD`.
@@ -154,6 +252,20 @@ pub(super) fn columns<'a>(
         }
     }
     (index, errors)
+}
+
+/// The person fields a sheet without these columns leaves as they are on re-import.
+pub(super) fn absent_fields(table: &Table) -> Vec<&'static str> {
+    let (index, _) = columns(table, COLUMNS, "", &[]);
+    let mut absent: Vec<&'static str> = ["phone", "id_number", "household", "address", "tags"]
+        .into_iter()
+        .filter(|f| !index.contains_key(f))
+        .collect();
+    // A birth date comes from its column or from the ID number.
+    if !index.contains_key("birth_date") && !index.contains_key("id_number") {
+        absent.push("birth_date");
+    }
+    absent
 }
 
 /// Check every row: (spreadsheet row number, home tenant, fields), and the errors found.
@@ -278,6 +390,106 @@ mod tests {
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!((errors[0].row, errors[0].field.as_str()), (3, "name"));
         assert_eq!((errors[1].row, errors[1].field.as_str()), (4, "phone"));
+    }
+
+    /// A minimal XLSX container with `sheet` as its first worksheet's XML.
+    pub(crate) fn xlsx_with_sheet(sheet: &str) -> Vec<u8> {
+        use std::io::Write;
+        let mut buf = Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        let parts = [
+            (
+                "[Content_Types].xml",
+                r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#,
+            ),
+            (
+                "_rels/.rels",
+                r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>"#,
+            ),
+            (
+                "xl/workbook.xml",
+                r#"<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>"#,
+            ),
+            (
+                "xl/_rels/workbook.xml.rels",
+                r#"<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#,
+            ),
+            ("xl/worksheets/sheet1.xml", sheet),
+        ];
+        for (name, text) in parts {
+            zip.start_file(name, opts).unwrap();
+            zip.write_all(text.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+        buf.into_inner()
+    }
+
+    fn sheet(dimension: &str, cells: &str) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><dimension ref="{dimension}"/><sheetData>{cells}</sheetData></worksheet>"#
+        )
+    }
+
+    #[test]
+    fn xlsx_reads_inline_cells() {
+        let x = xlsx_with_sheet(&sheet(
+            "A1:B2",
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>姓名</t></is></c><c r="B1" t="inlineStr"><is><t>手机号</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>张三</t></is></c><c r="B2"><v>13800138000</v></c></row>"#,
+        ));
+        let t = read_xlsx(&x).unwrap();
+        assert_eq!(t.headers, vec!["姓名", "手机号"]);
+        assert_eq!(t.rows, vec![vec!["张三".to_string(), "13800138000".into()]]);
+    }
+
+    /// The review's 1.6 KB file: cells A1 and XFD1048576 (and a dimension saying so). Read
+    /// densely that is ~512 GiB; here it is refused at the far cell, having allocated one.
+    #[test]
+    fn a_far_cell_is_refused_not_allocated() {
+        let x = xlsx_with_sheet(&sheet(
+            "A1:XFD1048576",
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>姓名</t></is></c></row><row r="1048576"><c r="XFD1048576"><v>1</v></c></row>"#,
+        ));
+        assert!(x.len() < 4096, "{} bytes", x.len());
+        let e = read_xlsx(&x).unwrap_err();
+        assert!(e.contains("columns"), "{e}");
+        let x = xlsx_with_sheet(&sheet(
+            "A1:A1048576",
+            r#"<row r="1"><c r="A1" t="inlineStr"><is><t>姓名</t></is></c></row><row r="1048576"><c r="A1048576"><v>1</v></c></row>"#,
+        ));
+        let e = read_xlsx(&x).unwrap_err();
+        assert!(e.contains("rows"), "{e}");
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_before_parsing() {
+        // 4 MiB of one repeated cell compresses to a few KiB, whose budget is 1 MiB.
+        let mut cells = String::with_capacity(4 << 20);
+        while cells.len() < 4 << 20 {
+            cells.push_str(r#"<c t="inlineStr"><is><t>x</t></is></c>"#);
+        }
+        let x = xlsx_with_sheet(&sheet("A1", &format!(r#"<row r="1">{cells}</row>"#)));
+        assert!(x.len() < 64 << 10, "{} bytes", x.len());
+        let e = read_xlsx(&x).unwrap_err();
+        assert!(e.contains("unpacks"), "{e}");
+    }
+
+    #[test]
+    fn csv_rows_and_columns_are_bounded() {
+        let wide = format!("name{}\nx\n", ",c".repeat(MAX_COLUMNS));
+        assert!(read_csv(wide.as_bytes()).unwrap_err().contains("columns"));
+        let wide_row = format!("name\nx{}\n", ",".repeat(MAX_COLUMNS));
+        assert!(
+            read_csv(wide_row.as_bytes())
+                .unwrap_err()
+                .contains("columns")
+        );
+        let long = format!(
+            "name\n{}",
+            "x\n".repeat(crate::platform::people::IMPORT_MAX_ROWS + 1)
+        );
+        assert!(read_csv(long.as_bytes()).unwrap_err().contains("rows"));
     }
 
     #[test]

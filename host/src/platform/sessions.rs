@@ -11,11 +11,20 @@ use super::{Platform, PlatformError};
 use crate::identity::auth::{self, code_hash, new_token, token_hash};
 use crate::identity::{ActingFor, Me, Permission, PlaceName, Principal, Session, mask, needs_totp};
 use crate::storage::people::{self, Person, PersonKind};
-use crate::storage::sessions::{self as store, CodeLimits, SessionRow};
-use crate::storage::{audit, inbox, now_ms, tenants};
+use crate::storage::sessions::{self as store, SessionRow};
+use crate::storage::{audit, inbox, now_ms, tenants, throttle};
 
-/// How long a half-signed-in admin has to give the TOTP code.
+/// How long a half-signed-in admin has to give the TOTP code (or to enrol).
 const TOTP_CHALLENGE_MS: i64 = 5 * 60 * 1000;
+
+/// Wrong codes one sign-in challenge takes before it is gone (sign in again).
+const CHALLENGE_ATTEMPTS: i64 = 3;
+
+/// The window of the per-client failure limit.
+const CLIENT_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// The window of the per-phone failure limit and of the code limits.
+const HOUR_MS: i64 = 3_600_000;
 
 /// The answer to a successful first factor.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -29,6 +38,19 @@ pub enum SignIn {
     },
     /// An admin: send this challenge with the authenticator's code to `/api/v1/auth/totp`.
     TotpRequired { challenge: String, expires_at: i64 },
+    /// An admin without an authenticator yet: send this challenge with the activation code
+    /// the county root gave them and a new password to `/api/v1/auth/totp/enrol`.
+    TotpEnrolRequired { challenge: String, expires_at: i64 },
+    /// The authenticator to add (shown to its holder only, this once); then send the
+    /// challenge with its first code to `/api/v1/auth/totp`.
+    TotpEnrol {
+        challenge: String,
+        expires_at: i64,
+        /// `otpauth://totp/…`, for an authenticator app.
+        otpauth_url: String,
+        /// The same secret in base32, to type in by hand.
+        secret: String,
+    },
 }
 
 /// How a sign-in attempt is identified in the audit log.
@@ -57,119 +79,426 @@ fn valid_phone(phone: &str) -> bool {
     phone.len() == 11 && phone.starts_with('1') && phone.bytes().all(|b| b.is_ascii_digit())
 }
 
+fn expired_challenge() -> PlatformError {
+    PlatformError::Unauthenticated(
+        "登录已过期，请重新登录 / the sign-in challenge expired; sign in again".into(),
+    )
+}
+
+/// The rate-limit keys of one attempt (see [`throttle`]).
+struct Keys {
+    /// The client address, for any phone.
+    client: String,
+    /// The phone, from any client.
+    phone: String,
+    /// The phone from this client.
+    pair: String,
+}
+
+impl Keys {
+    fn new(phone: &str, client: &str) -> Keys {
+        Keys {
+            client: throttle::key("c", &[client]),
+            phone: throttle::key("p", &[phone]),
+            pair: throttle::key("pc", &[phone, client]),
+        }
+    }
+}
+
+fn too_many_from_client(until: i64) -> PlatformError {
+    let minutes = ((until - now_ms()) / 60_000 + 1).max(1);
+    PlatformError::TooMany(format!(
+        "此网络登录失败次数过多，请 {minutes} 分钟后再试 / too many failed sign-ins from this network; try again in {minutes} min"
+    ))
+}
+
 impl Platform {
-    /// First factor by password.
+    /// First factor by password. `client` is the caller's address (the rate limits'); the
+    /// answers for a phone nobody has are the same as for a registered one.
     pub async fn sign_in_password(
         &self,
         phone: &str,
         password: &str,
+        client: &str,
     ) -> Result<SignIn, PlatformError> {
-        let person = match people::get_by_phone(&self.db, phone).await? {
-            Some(p) => p,
-            None => {
-                auth::dummy_verify(password);
-                return Err(wrong_credentials());
+        let keys = Keys::new(phone, client);
+        self.sign_in_allowed(&keys, true).await?;
+        let person = people::get_by_phone(&self.db, phone).await?;
+        let creds = match &person {
+            Some(p) => store::credentials(&self.db, &p.id)
+                .await?
+                .unwrap_or_default(),
+            None => store::Credentials::default(),
+        };
+        let ok = match (&person, creds.password_hash.as_deref()) {
+            (Some(_), Some(hash)) => {
+                let (pw, hash) = (password.to_owned(), hash.to_owned());
+                tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
+                    .await
+                    .map_err(|e| PlatformError::Host(e.into()))?
+            }
+            _ => {
+                // As long as a real check, so the time taken tells nothing either.
+                let pw = password.to_owned();
+                tokio::task::spawn_blocking(move || auth::dummy_verify(&pw))
+                    .await
+                    .map_err(|e| PlatformError::Host(e.into()))?;
+                false
             }
         };
-        let creds = self.check_not_locked(&person).await?;
-        let ok = creds
-            .password_hash
-            .as_deref()
-            .is_some_and(|h| auth::verify_password(password, h));
-        if !ok {
-            return Err(self.failed(&person, Method::Password).await);
-        }
-        self.first_factor_ok(&person, Method::Password).await
+        let Some(person) = person.filter(|_| ok) else {
+            return Err(self.sign_in_failed(&keys, phone, true).await);
+        };
+        throttle::clear(&self.db, &keys.pair).await?;
+        self.first_factor_ok(&person, &creds, Method::Password)
+            .await
     }
 
-    /// Send a sign-in code to `phone` (if a person has it; the answer is the same either way).
-    pub async fn request_code(&self, phone: &str) -> Result<(), PlatformError> {
+    /// Send a sign-in code to `phone` if a person has it. The answer is the same either way,
+    /// and so are the limits (per phone, per client address, and in all); only a registered
+    /// phone gets a stored code.
+    pub async fn request_code(&self, phone: &str, client: &str) -> Result<(), PlatformError> {
         if !valid_phone(phone) {
             return Err(PlatformError::Invalid(
                 "手机号须为 11 位数字 / phone must be 11 digits".into(),
             ));
         }
         let a = &self.config.auth;
-        let code = auth::new_code();
-        let limits = CodeLimits {
-            resend_ms: a.code_resend_secs as i64 * 1000,
-            per_window: i64::from(a.codes_per_hour),
-            window_ms: 3_600_000,
-            ttl_ms: a.code_ttl_secs as i64 * 1000,
+        let now = now_ms();
+        let hit = |key: String, rule: throttle::Rule| async move {
+            throttle::hit(&self.db, &key, rule, now).await
         };
-        store::put_code(&self.db, phone, &code_hash(phone, &code), limits).await?;
-        if people::get_by_phone(&self.db, phone).await?.is_some() {
-            self.sms.send(phone, &code).await.map_err(|e| {
-                tracing::error!(phone = %mask::phone(phone), error = %e, "SMS not sent");
-                PlatformError::Host(anyhow::anyhow!(
-                    "短信发送失败 / the SMS could not be sent: {e}"
-                ))
-            })?;
+        let per_phone = throttle::Rule {
+            limit: i64::from(a.codes_per_hour) + 1,
+            window_ms: HOUR_MS,
+            lock_ms: 0,
+            min_gap_ms: a.code_resend_secs as i64 * 1000,
+        };
+        if let throttle::Hit::Blocked { until, .. } =
+            hit(throttle::key("sp", &[phone]), per_phone).await?
+        {
+            let secs = (until - now) / 1000 + 1;
+            return Err(PlatformError::TooMany(format!(
+                "验证码发送过于频繁，请 {secs} 秒后再试 / too many codes for this phone; try again in {secs} s (auth.code_resend_secs, auth.codes_per_hour)"
+            )));
         }
+        let per_client = throttle::Rule {
+            limit: i64::from(a.codes_per_client_per_hour) + 1,
+            window_ms: HOUR_MS,
+            lock_ms: 0,
+            min_gap_ms: 0,
+        };
+        if let throttle::Hit::Blocked { .. } =
+            hit(throttle::key("sc", &[client]), per_client).await?
+        {
+            return Err(PlatformError::TooMany(
+                "此网络请求验证码过多，请稍后再试 / too many codes asked for from this network; try again later (auth.codes_per_client_per_hour)".into(),
+            ));
+        }
+        let total = throttle::Rule {
+            limit: i64::from(a.codes_per_hour_total) + 1,
+            window_ms: HOUR_MS,
+            lock_ms: 0,
+            min_gap_ms: 0,
+        };
+        if let throttle::Hit::Blocked { .. } = hit(throttle::key("sg", &["all"]), total).await? {
+            tracing::warn!(
+                "sign-in codes: the county's hourly total is reached (auth.codes_per_hour_total)"
+            );
+            return Err(PlatformError::TooMany(
+                "验证码发送繁忙，请稍后再试或使用密码登录 / codes are busy; try again later or sign in with a password (auth.codes_per_hour_total)".into(),
+            ));
+        }
+        if people::get_by_phone(&self.db, phone).await?.is_none() {
+            return Ok(());
+        }
+        let code = auth::new_code();
+        store::put_code(
+            &self.db,
+            phone,
+            &code_hash(phone, &code),
+            a.code_ttl_secs as i64 * 1000,
+        )
+        .await?;
+        self.sms.send(phone, &code).await.map_err(|e| {
+            tracing::error!(phone = %mask::phone(phone), error = %e, "SMS not sent");
+            PlatformError::Host(anyhow::anyhow!(
+                "短信发送失败 / the SMS could not be sent: {e}"
+            ))
+        })?;
         Ok(())
     }
 
     /// First factor by SMS code.
-    pub async fn sign_in_code(&self, phone: &str, code: &str) -> Result<SignIn, PlatformError> {
-        let Some(person) = people::get_by_phone(&self.db, phone).await? else {
-            return Err(wrong_credentials());
+    pub async fn sign_in_code(
+        &self,
+        phone: &str,
+        code: &str,
+        client: &str,
+    ) -> Result<SignIn, PlatformError> {
+        let keys = Keys::new(phone, client);
+        self.sign_in_allowed(&keys, false).await?;
+        let person = people::get_by_phone(&self.db, phone).await?;
+        let ok = match &person {
+            Some(_) => {
+                store::take_code(
+                    &self.db,
+                    phone,
+                    &code_hash(phone, code),
+                    i64::from(self.config.auth.code_attempts),
+                )
+                .await?
+            }
+            None => false,
         };
-        self.check_not_locked(&person).await?;
-        let ok = store::take_code(
-            &self.db,
-            phone,
-            &code_hash(phone, code),
-            i64::from(self.config.auth.code_attempts),
-        )
-        .await?;
-        if !ok {
-            return Err(self.failed(&person, Method::Code).await);
-        }
-        self.first_factor_ok(&person, Method::Code).await
+        let Some(person) = person.filter(|_| ok) else {
+            return Err(self.sign_in_failed(&keys, phone, false).await);
+        };
+        throttle::clear(&self.db, &keys.pair).await?;
+        let creds = store::credentials(&self.db, &person.id)
+            .await?
+            .unwrap_or_default();
+        self.first_factor_ok(&person, &creds, Method::Code).await
     }
 
-    /// Second factor for admins: the challenge from the first factor and a TOTP code.
-    pub async fn sign_in_totp(&self, challenge: &str, code: &str) -> Result<SignIn, PlatformError> {
+    /// Whether this client may try this phone now: not if the client has failed too often
+    /// (429), or this phone from this client — or, for passwords, from everywhere — has
+    /// (423). Registered and unknown phones alike.
+    async fn sign_in_allowed(&self, keys: &Keys, password: bool) -> Result<(), PlatformError> {
+        let now = now_ms();
+        if let Some(until) = throttle::blocked(&self.db, &keys.client, now).await? {
+            return Err(too_many_from_client(until));
+        }
+        let locked = match throttle::blocked(&self.db, &keys.pair, now).await? {
+            Some(until) => Some(until),
+            None if password => throttle::blocked(&self.db, &keys.phone, now).await?,
+            None => None,
+        };
+        if let Some(until) = locked {
+            // Knocking on a locked door still counts against the client.
+            if let throttle::Hit::Blocked { until, .. } =
+                throttle::hit(&self.db, &keys.client, self.client_rule(), now).await?
+            {
+                return Err(too_many_from_client(until));
+            }
+            return Err(PlatformError::Locked { until });
+        }
+        Ok(())
+    }
+
+    /// The limit of failed sign-ins from one client address.
+    fn client_rule(&self) -> throttle::Rule {
+        throttle::Rule {
+            limit: i64::from(self.config.auth.client_failures),
+            window_ms: CLIENT_WINDOW_MS,
+            lock_ms: 0,
+            min_gap_ms: 0,
+        }
+    }
+
+    /// Count a failed first factor against the client, the phone from this client and (for
+    /// passwords) the phone from everywhere, and say what it means now. Only a lock of a
+    /// registered person's password sign-in is audited (once per lock): failures are not, so
+    /// anonymous guessing does not grow the audit chain.
+    async fn sign_in_failed(&self, keys: &Keys, phone: &str, password: bool) -> PlatformError {
+        let a = &self.config.auth;
+        let now = now_ms();
+        let lockout_ms = a.lockout_secs as i64 * 1000;
+        let rules = [
+            (&keys.client, self.client_rule(), true),
+            (
+                &keys.pair,
+                throttle::Rule {
+                    limit: i64::from(a.max_failures),
+                    window_ms: lockout_ms,
+                    lock_ms: lockout_ms,
+                    min_gap_ms: 0,
+                },
+                true,
+            ),
+            (
+                &keys.phone,
+                throttle::Rule {
+                    limit: i64::from(a.account_failures),
+                    window_ms: HOUR_MS,
+                    lock_ms: lockout_ms,
+                    min_gap_ms: 0,
+                },
+                password,
+            ),
+        ];
+        let mut answer = wrong_credentials();
+        for (i, (key, rule, applies)) in rules.into_iter().enumerate() {
+            if !applies {
+                continue;
+            }
+            match throttle::hit(&self.db, key, rule, now).await {
+                Ok(throttle::Hit::Blocked { until, newly }) => {
+                    if i == 0 {
+                        answer = too_many_from_client(until);
+                    } else if !matches!(answer, PlatformError::TooMany(_)) {
+                        answer = PlatformError::Locked { until };
+                    }
+                    if i == 2 && newly {
+                        self.audit_lock(phone, until).await;
+                    }
+                }
+                Ok(throttle::Hit::Counted) => {}
+                Err(e) => return e.into(),
+            }
+        }
+        self.metrics.sign_in_failed();
+        answer
+    }
+
+    /// One audit record when a registered phone's password sign-in locks.
+    async fn audit_lock(&self, phone: &str, until: i64) {
+        let Ok(Some(person)) = people::get_by_phone(&self.db, phone).await else {
+            return;
+        };
+        tracing::warn!(person = %person.id, "password sign-in locked after repeated failures");
+        let event = audit::Event {
+            actor: "anonymous",
+            tenant: Some(&person.tenant),
+            action: "auth.lock",
+            subject: Some(&person.id),
+            outcome: "locked",
+            detail: serde_json::json!({ "until": until, "rule": "auth.account_failures" }),
+            ..audit::Event::default()
+        };
+        if let Err(e) = audit::append(&self.db, &event).await {
+            tracing::error!(error = %e, "could not audit a sign-in lock");
+        }
+    }
+
+    /// Second factor for admins: the challenge from the first factor and a TOTP code (of the
+    /// authenticator, or of the one being enrolled).
+    pub async fn sign_in_totp(
+        &self,
+        challenge: &str,
+        code: &str,
+        client: &str,
+    ) -> Result<SignIn, PlatformError> {
+        let now = now_ms();
+        let client_key = throttle::key("c", &[client]);
+        if let Some(until) = throttle::blocked(&self.db, &client_key, now).await? {
+            return Err(too_many_from_client(until));
+        }
         let hash = token_hash(challenge);
         let row = store::session(&self.db, &hash)
             .await?
             .filter(|s| s.stage == "totp")
-            .ok_or_else(|| {
-                PlatformError::Unauthenticated(
-                    "登录已过期，请重新登录 / the sign-in challenge expired; sign in again".into(),
-                )
-            })?;
+            .ok_or_else(expired_challenge)?;
         let person = people::get(&self.db, &row.person_id)
             .await?
-            .ok_or_else(wrong_credentials)?;
-        let creds = self.check_not_locked(&person).await?;
-        let Some(step) = creds
-            .totp_secret
-            .as_deref()
-            .and_then(|s| auth::totp_step(s, code))
-        else {
-            return Err(self.failed(&person, Method::Totp).await);
+            .filter(|p| p.status == "active")
+            .ok_or_else(expired_challenge)?;
+        let creds = self.second_factor_open(&person).await?;
+        let (secret, enrolling) = match (&creds.totp_secret, &creds.totp_pending) {
+            (Some(s), _) => (s.clone(), false),
+            (None, Some(p)) => (p.clone(), true),
+            (None, None) => return Err(expired_challenge()),
+        };
+        let Some(step) = auth::totp_step(&secret, code) else {
+            return Err(self.second_factor_failed(&person, &hash, client).await);
         };
         // Each code signs in once: a replayed one (or an earlier one) is a failure too.
         if !store::take_totp_step(&self.db, &person.id, step as i64).await? {
-            return Err(match self.failed(&person, Method::Totp).await {
-                locked @ PlatformError::Locked { .. } => locked,
-                _ => PlatformError::Unauthenticated(
+            return Err(match self.second_factor_failed(&person, &hash, client).await {
+                PlatformError::Unauthenticated(_) => PlatformError::Unauthenticated(
                     "此动态口令已用过，请等待下一个口令 / this code has been used already; wait for the next one".into(),
                 ),
+                other => other,
             });
         }
-        store::delete_session(&self.db, &hash).await?;
-        store::clear_failures(&self.db, &person.id).await?;
-        self.new_session(&person, Method::Totp).await
+        if enrolling && !store::confirm_pending_totp(&self.db, &person.id, &secret).await? {
+            return Err(expired_challenge());
+        }
+        if !store::delete_session(&self.db, &hash).await? {
+            // Two requests raced with one challenge: only the first signs in.
+            return Err(expired_challenge());
+        }
+        store::clear_totp_failures(&self.db, &person.id).await?;
+        if enrolling {
+            self.audit_as(
+                &Principal::Person(Arc::new(self.bare_session(&person))),
+                audit::Event {
+                    tenant: Some(&person.tenant),
+                    action: "auth.totp-enrol",
+                    subject: Some(&person.id),
+                    outcome: "ok",
+                    detail: serde_json::json!({ "by": "holder" }),
+                    ..audit::Event::default()
+                },
+            )
+            .await?;
+        }
+        self.new_session(&person, Method::Totp, true).await
     }
 
-    async fn check_not_locked(&self, person: &Person) -> Result<store::Credentials, PlatformError> {
+    /// An admin's first sign-in: the challenge, the activation code the county root gave
+    /// them, and a new password of their own (the one they were given stops working). The
+    /// answer holds their authenticator's secret, shown this once; the first code from it
+    /// (`/api/v1/auth/totp`) finishes the enrolment and signs them in.
+    pub async fn enrol_totp_self(
+        &self,
+        challenge: &str,
+        activation_code: &str,
+        new_password: &str,
+        client: &str,
+    ) -> Result<SignIn, PlatformError> {
+        let now = now_ms();
+        let client_key = throttle::key("c", &[client]);
+        if let Some(until) = throttle::blocked(&self.db, &client_key, now).await? {
+            return Err(too_many_from_client(until));
+        }
+        let hash = token_hash(challenge);
+        let row = store::session(&self.db, &hash)
+            .await?
+            .filter(|s| s.stage == "enrol")
+            .ok_or_else(expired_challenge)?;
+        let person = people::get(&self.db, &row.person_id)
+            .await?
+            .filter(|p| p.status == "active")
+            .ok_or_else(expired_challenge)?;
+        self.second_factor_open(&person).await?;
+        let password_hash = self.hash_new_password(new_password).await?;
+        let secret = auth::new_totp_secret();
+        let code = activation_code
+            .trim()
+            .to_ascii_uppercase()
+            .replace([' ', '-'], "");
+        if !store::take_activation(
+            &self.db,
+            &person.id,
+            &auth::activation_hash(&person.id, &code),
+            &password_hash,
+            &secret,
+        )
+        .await?
+        {
+            return Err(self.second_factor_failed(&person, &hash, client).await);
+        }
+        store::set_stage(&self.db, &hash, "totp").await?;
+        // Other sessions of the person (signed in with the password they were given) end.
+        store::end_sessions_of(&self.db, &person.id, Some(&hash)).await?;
+        Ok(SignIn::TotpEnrol {
+            challenge: challenge.to_owned(),
+            expires_at: row.expires_at,
+            otpauth_url: auth::totp_url(&secret, &person.id)?,
+            secret,
+        })
+    }
+
+    /// The second factor of `person` is not locked.
+    async fn second_factor_open(
+        &self,
+        person: &Person,
+    ) -> Result<store::Credentials, PlatformError> {
         let creds = store::credentials(&self.db, &person.id)
             .await?
             .unwrap_or_default();
         if creds.locked_until > now_ms() {
-            self.audit_sign_in(person, "locked", Method::Password).await;
             return Err(PlatformError::Locked {
                 until: creds.locked_until,
             });
@@ -177,60 +506,100 @@ impl Platform {
         Ok(creds)
     }
 
-    /// Count a failure (locking the account at `auth.max_failures`) and say so.
-    async fn failed(&self, person: &Person, method: Method) -> PlatformError {
+    /// A wrong second factor: counted for the person (apart from password failures: a
+    /// correct password does not reset it), for the challenge (which takes only
+    /// [`CHALLENGE_ATTEMPTS`]) and for the client.
+    async fn second_factor_failed(
+        &self,
+        person: &Person,
+        challenge_hash: &str,
+        client: &str,
+    ) -> PlatformError {
         let a = &self.config.auth;
-        let locked = store::record_failure(
+        if let Err(e) = throttle::hit(
+            &self.db,
+            &throttle::key("c", &[client]),
+            self.client_rule(),
+            now_ms(),
+        )
+        .await
+        {
+            return e.into();
+        }
+        self.metrics.sign_in_failed();
+        let locked = match store::record_totp_failure(
             &self.db,
             &person.id,
             a.max_failures,
             a.lockout_secs as i64 * 1000,
         )
-        .await;
-        self.audit_sign_in(person, "failed", method).await;
-        match locked {
-            Ok(Some(until)) => {
-                tracing::warn!(person = %person.id, "account locked after repeated sign-in failures");
-                PlatformError::Locked { until }
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => return e.into(),
+        };
+        let gone = match store::challenge_failed(&self.db, challenge_hash, CHALLENGE_ATTEMPTS).await
+        {
+            Ok(g) => g,
+            Err(e) => return e.into(),
+        };
+        if let Some(until) = locked {
+            tracing::warn!(person = %person.id, "second factor locked after repeated failures");
+            let event = audit::Event {
+                actor: &person.id,
+                tenant: Some(&person.tenant),
+                action: "auth.lock",
+                subject: Some(&person.id),
+                outcome: "locked",
+                detail: serde_json::json!({ "until": until, "rule": "auth.max_failures", "factor": "totp" }),
+                ..audit::Event::default()
+            };
+            if let Err(e) = audit::append(&self.db, &event).await {
+                tracing::error!(error = %e, "could not audit a sign-in lock");
             }
-            Ok(None) => wrong_credentials(),
-            Err(e) => e.into(),
+            return PlatformError::Locked { until };
         }
+        if gone {
+            return PlatformError::Unauthenticated(
+                "动态口令错误次数过多，请重新登录 / too many wrong codes for this sign-in; sign in again".into(),
+            );
+        }
+        wrong_credentials()
     }
 
-    async fn audit_sign_in(&self, person: &Person, outcome: &str, method: Method) {
-        let event = audit::Event {
-            actor: &person.id,
-            tenant: Some(&person.tenant),
-            action: "auth.sign-in",
-            subject: Some(&person.id),
-            outcome,
-            detail: serde_json::json!({ "method": method.as_str() }),
-            ..audit::Event::default()
-        };
-        if let Err(e) = audit::append(&self.db, &event).await {
-            tracing::error!(error = %e, "could not audit a sign-in");
+    /// A session value for auditing as `person` outside a session (their own enrolment).
+    fn bare_session(&self, person: &Person) -> Session {
+        Session {
+            token_hash: String::new(),
+            person: person.clone(),
+            roles: Vec::new(),
+            acting_for: None,
+            expires_at: 0,
+            mfa: false,
         }
     }
 
     async fn first_factor_ok(
         &self,
         person: &Person,
+        creds: &store::Credentials,
         method: Method,
     ) -> Result<SignIn, PlatformError> {
-        store::clear_failures(&self.db, &person.id).await?;
         let roles = people::roles_of(&self.db, &person.id).await?;
         if !needs_totp(&roles) {
-            return self.new_session(person, method).await;
+            return self.new_session(person, method, false).await;
         }
-        let creds = store::credentials(&self.db, &person.id)
-            .await?
-            .unwrap_or_default();
-        if creds.totp_secret.is_none() {
+        // The second factor's lock shows only to someone who knew the first.
+        self.second_factor_open(person).await?;
+        let stage = if creds.totp_secret.is_some() {
+            "totp"
+        } else if creds.activation_hash.is_some() && creds.activation_expires_at > now_ms() {
+            "enrol"
+        } else {
             return Err(PlatformError::Forbidden(
-                "管理员须先登记动态口令，请联系安全管理员 / admins need an enrolled authenticator (TOTP); ask a security admin".into(),
+                "管理员须先登记动态口令：请向县级管理员索取激活码 / admins need an authenticator: ask the county administrator for an activation code".into(),
             ));
-        }
+        };
         let (challenge, hash) = new_token();
         let expires_at = now_ms() + TOTP_CHALLENGE_MS;
         store::create_session(
@@ -238,21 +607,35 @@ impl Platform {
             &hash,
             &SessionRow {
                 person_id: person.id.clone(),
-                stage: "totp".into(),
+                stage: stage.into(),
                 acting_for: None,
                 reason: None,
                 created_at: now_ms(),
                 expires_at,
+                mfa: false,
+                attempts: 0,
             },
         )
         .await?;
-        Ok(SignIn::TotpRequired {
-            challenge,
-            expires_at,
+        Ok(if stage == "totp" {
+            SignIn::TotpRequired {
+                challenge,
+                expires_at,
+            }
+        } else {
+            SignIn::TotpEnrolRequired {
+                challenge,
+                expires_at,
+            }
         })
     }
 
-    async fn new_session(&self, person: &Person, method: Method) -> Result<SignIn, PlatformError> {
+    async fn new_session(
+        &self,
+        person: &Person,
+        method: Method,
+        mfa: bool,
+    ) -> Result<SignIn, PlatformError> {
         let (token, hash) = new_token();
         let now = now_ms();
         let expires_at = now + self.config.auth.session_ttl_secs as i64 * 1000;
@@ -266,10 +649,21 @@ impl Platform {
                 reason: None,
                 created_at: now,
                 expires_at,
+                mfa,
+                attempts: 0,
             },
         )
         .await?;
-        self.audit_sign_in(person, "ok", method).await;
+        let event = audit::Event {
+            actor: &person.id,
+            tenant: Some(&person.tenant),
+            action: "auth.sign-in",
+            subject: Some(&person.id),
+            outcome: "ok",
+            detail: serde_json::json!({ "method": method.as_str() }),
+            ..audit::Event::default()
+        };
+        audit::append(&self.db, &event).await?;
         Ok(SignIn::Session {
             token,
             expires_at,
@@ -293,23 +687,47 @@ impl Platform {
             .await?
             .filter(|p| p.status == "active")
             .ok_or_else(expired)?;
+        let roles = people::roles_of(&self.db, &person.id).await?;
+        // An admin role needs a session that passed the second factor: one signed in before
+        // the role was given does not carry it (sign in again).
+        if needs_totp(&roles) && !row.mfa {
+            return Err(PlatformError::Unauthenticated(
+                "此账号现为管理员，请重新登录并输入动态口令 / this account is now an admin: sign in again with your authenticator".into(),
+            ));
+        }
         let acting_for = match (&row.acting_for, &row.reason) {
             (Some(id), reason) => {
                 let resident = people::get(&self.db, id)
                     .await?
                     .filter(|p| p.status == "active")
                     .ok_or_else(expired)?;
+                // Assisted mode lasts only while the assistant may still assist there.
+                let path = tenants::path(&self.db, &resident.tenant).await?;
+                let assistant = Principal::Person(Arc::new(Session {
+                    token_hash: String::new(),
+                    person: person.clone(),
+                    roles: roles.clone(),
+                    acting_for: None,
+                    expires_at: row.expires_at,
+                    mfa: row.mfa,
+                }));
+                if !assistant.allows(Permission::Assist, &path) {
+                    store::delete_session(&self.db, &hash).await?;
+                    return Err(PlatformError::Unauthenticated(
+                        "帮办已结束：您已不再负责该居民所在的网格或社区 / assisted mode ended: you no longer serve the resident's place".into(),
+                    ));
+                }
                 Some((resident, reason.clone().unwrap_or_default()))
             }
             (None, _) => None,
         };
-        let roles = people::roles_of(&self.db, &person.id).await?;
         Ok(Arc::new(Session {
             token_hash: hash,
             person,
             roles,
             acting_for,
             expires_at: row.expires_at,
+            mfa: row.mfa,
         }))
     }
 
@@ -393,15 +811,24 @@ impl Platform {
                 "帮办时不能修改密码 / not in assisted mode".into(),
             ));
         }
-        let creds = self.check_not_locked(&session.person).await?;
-        let ok = creds
-            .password_hash
-            .as_deref()
-            .is_some_and(|h| auth::verify_password(old, h));
+        let creds = store::credentials(&self.db, &session.person.id)
+            .await?
+            .unwrap_or_default();
+        let ok = match creds.password_hash {
+            Some(hash) => {
+                let old = old.to_owned();
+                tokio::task::spawn_blocking(move || auth::verify_password(&old, &hash))
+                    .await
+                    .map_err(|e| PlatformError::Host(e.into()))?
+            }
+            None => false,
+        };
         if !ok {
-            return Err(self.failed(&session.person, Method::Password).await);
+            return Err(wrong_credentials());
         }
         self.store_password(&session.person.id, new).await?;
+        // Everywhere else this person is signed in (or acted for) ends; this session stays.
+        store::end_sessions_of(&self.db, &session.person.id, Some(&session.token_hash)).await?;
         self.audit_as(
             &Principal::Person(Arc::new(session.clone())),
             audit::Event {
@@ -417,13 +844,20 @@ impl Platform {
     }
 
     pub(super) async fn store_password(&self, person: &str, pw: &str) -> Result<(), PlatformError> {
-        auth::check_password_policy(pw).map_err(PlatformError::Invalid)?;
-        let pw = pw.to_owned();
-        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-            .await
-            .map_err(|e| PlatformError::Host(e.into()))??;
+        let hash = self.hash_new_password(pw).await?;
         store::set_secret(&self.db, person, store::Secret::Password, Some(&hash)).await?;
         Ok(())
+    }
+
+    /// Check a new password against the policy and hash it (off the async threads).
+    pub(super) async fn hash_new_password(&self, pw: &str) -> Result<String, PlatformError> {
+        auth::check_password_policy(pw).map_err(PlatformError::Invalid)?;
+        let pw = pw.to_owned();
+        Ok(
+            tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+                .await
+                .map_err(|e| PlatformError::Host(e.into()))??,
+        )
     }
 
     // ---- assisted mode -------------------------------------------------------------------
@@ -466,14 +900,9 @@ impl Platform {
             .ok_or_else(no_such)?;
         let path = tenants::path(&self.db, &target.tenant).await?;
         if !principal.allows(Permission::Assist, &path) {
-            // A phone number outside one's places tells nothing about who has it.
-            return Err(if by_phone {
-                no_such()
-            } else {
-                PlatformError::Forbidden(
-                    "只能为本人负责的网格或社区的居民帮办 / you can assist only residents of the places you serve".into(),
-                )
-            });
+            // Someone outside one's places is answered as nobody: the answer tells nothing
+            // about who has a phone number or an id.
+            return Err(no_such());
         }
         let (token, hash) = new_token();
         let now = now_ms();
@@ -488,6 +917,8 @@ impl Platform {
                 reason: Some(reason.to_owned()),
                 created_at: now,
                 expires_at,
+                mfa: staff.mfa,
+                attempts: 0,
             },
         )
         .await?;

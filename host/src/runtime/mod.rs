@@ -86,9 +86,18 @@ pub enum CallError {
     /// growth it could not survive. The instance is dropped.
     #[error("plugin trapped: {0}")]
     Trap(String),
-    /// The call ran past `limits.call_timeout_ms`.
-    #[error("plugin exceeded its deadline of {0} ms (limits.call_timeout_ms)")]
+    /// The guest's own code ran past `limits.cpu_time_ms`: its fault, counted towards
+    /// suspension.
+    #[error("plugin used more than {0} ms of CPU time (limits.cpu_time_ms)")]
+    CpuTime(u64),
+    /// The call ran past `limits.call_timeout_ms` while waiting (for the database, a device,
+    /// a busy host): not counted against the plugin.
+    #[error("plugin call took longer than {0} ms (limits.call_timeout_ms)")]
     Deadline(u64),
+    /// No instance slot came free within `limits.call_timeout_ms`: the host is busy; not
+    /// counted against the plugin.
+    #[error("host busy: no free plugin instance within {0} ms (limits.instances)")]
+    Busy(u64),
     /// The plugin answered something the host refuses to pass on.
     #[error("plugin output rejected: {0}")]
     Output(String),
@@ -98,9 +107,10 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// Whether this counts towards suspending the plugin.
+    /// Whether this counts towards suspending the plugin: only its own faults — traps and
+    /// running out of CPU time — never waiting for a slot, a lock, the database or the host.
     pub fn is_trap(&self) -> bool {
-        matches!(self, CallError::Trap(_) | CallError::Deadline(_))
+        matches!(self, CallError::Trap(_) | CallError::CpuTime(_))
     }
 }
 
@@ -474,7 +484,7 @@ impl Runtime {
                     CallStats::default(),
                 );
             }
-            Err(_) => return (Err(CallError::Deadline(timeout_ms)), CallStats::default()),
+            Err(_) => return (Err(CallError::Busy(timeout_ms)), CallStats::default()),
         };
         let scope = call.scope.clone();
         let request_id = call.request_id.clone();
@@ -483,17 +493,27 @@ impl Runtime {
             HostState::new(call, self.limits.clone(), capabilities),
         );
         store.limiter(|s| &mut s.limiter);
+        store.call_hook(|mut ctx, hook| {
+            ctx.data_mut().cpu.on(hook);
+            Ok(())
+        });
         // Time-slice the guest: every SLICE_TICKS epochs it yields to the async executor, so
-        // a spinning plugin cannot starve other requests on the same worker thread; past the
-        // deadline it is interrupted (a trap the caller sees as `CallError::Deadline`).
+        // a spinning plugin cannot starve other requests on the same worker thread. Past its
+        // CPU time it is interrupted (its fault: `CallError::CpuTime`); past the wall-clock
+        // deadline too (`CallError::Deadline`, not counted against it).
+        let cpu_limit = self.limits.cpu_time();
         let started = std::time::Instant::now();
         store.set_epoch_deadline(SLICE_TICKS);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if started.elapsed() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(SLICE_TICKS)
-            })
+        store.epoch_deadline_callback(move |mut ctx| {
+            let cpu = &mut ctx.data_mut().cpu;
+            if cpu.used_ms() >= cpu_limit {
+                cpu.exhausted = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if started.elapsed() >= deadline {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::YieldCustom(SLICE_TICKS, cpu.yield_now()))
         });
 
         let run = async {
@@ -534,6 +554,7 @@ impl Runtime {
         let result = match tokio::time::timeout(deadline, run).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(self.classify(e, store.data())),
+            Err(_) if store.data().cpu.exhausted => Err(CallError::CpuTime(self.limits.cpu_time())),
             Err(_) => Err(CallError::Deadline(timeout_ms)),
         };
         drop(permit);
@@ -580,6 +601,9 @@ impl Runtime {
     fn classify(&self, e: wasmtime::Error, state: &HostState) -> CallError {
         if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
             let reason = match trap {
+                wasmtime::Trap::Interrupt if state.cpu.exhausted => {
+                    return CallError::CpuTime(self.limits.cpu_time());
+                }
                 wasmtime::Trap::Interrupt => {
                     return CallError::Deadline(self.limits.call_timeout_ms);
                 }

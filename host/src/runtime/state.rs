@@ -61,6 +61,8 @@ pub struct HostState {
     /// outbox with the call's next data change, in its transaction, or when the call ends
     /// without trapping (a call that traps sends none).
     pub(crate) staged: Vec<crate::storage::outbox::Staged>,
+    /// The guest's own CPU time in this call.
+    pub(crate) cpu: CpuClock,
 }
 
 impl HostState {
@@ -87,6 +89,7 @@ impl HostState {
             stderr,
             commands_sent: 0,
             staged: Vec::new(),
+            cpu: CpuClock::new(),
         }
     }
 }
@@ -97,6 +100,85 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// The time a call's guest code itself runs: started when the host calls into the guest or a
+/// host function returns to it, stopped when the guest calls a host function or returns, and
+/// — when the guest yields its time slice to the executor — restarted only once the executor
+/// runs it again. Waiting for the database, a device, a lock or a busy executor is therefore
+/// not the guest's time; only what its own code burns is.
+#[derive(Debug)]
+pub struct CpuClock {
+    origin: std::time::Instant,
+    /// Since when (ns after `origin`) the guest has been running, if it is.
+    running_since: Option<u64>,
+    used_ns: u64,
+    /// When (ns after `origin`) the guest was last resumed after yielding; set by the yield's
+    /// future, which runs outside the store.
+    resumed: Arc<std::sync::atomic::AtomicU64>,
+    /// The call was interrupted for using up its CPU time.
+    pub(crate) exhausted: bool,
+}
+
+impl CpuClock {
+    fn new() -> Self {
+        CpuClock {
+            origin: std::time::Instant::now(),
+            running_since: None,
+            used_ns: 0,
+            resumed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            exhausted: false,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Add the running stretch up to now; keep running if `still`.
+    fn settle(&mut self, still: bool) {
+        let now = self.now();
+        if let Some(since) = self.running_since {
+            let resumed = self.resumed.load(std::sync::atomic::Ordering::Acquire);
+            let from = since.max(resumed);
+            self.used_ns += now.saturating_sub(from);
+        }
+        self.running_since = still.then_some(now);
+    }
+
+    /// A boundary between guest and host.
+    pub(crate) fn on(&mut self, hook: wasmtime::CallHook) {
+        match hook {
+            wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromHost => {
+                self.settle(false);
+                self.running_since = Some(self.now());
+            }
+            wasmtime::CallHook::ReturningFromWasm | wasmtime::CallHook::CallingHost => {
+                self.settle(false);
+            }
+        }
+    }
+
+    /// The CPU time used so far (the guest is running: its current stretch counts).
+    pub(crate) fn used_ms(&mut self) -> u64 {
+        self.settle(self.running_since.is_some());
+        self.used_ns / 1_000_000
+    }
+
+    /// A future that yields to the executor once and then marks the guest resumed.
+    pub(crate) fn yield_now(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let resumed = self.resumed.clone();
+        let origin = self.origin;
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            resumed.store(
+                origin.elapsed().as_nanos() as u64,
+                std::sync::atomic::Ordering::Release,
+            );
+        })
     }
 }
 

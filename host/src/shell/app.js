@@ -26,6 +26,11 @@ const T = {
     signIn: '登录', phone: '手机号', password: '密码', byPassword: '密码登录', byCode: '短信验证码登录',
     sendCode: '发送验证码', code: '验证码', codeSent: '如该号码已登记，验证码已发送。',
     totpTitle: '管理员二次验证', totpCode: '动态口令（6 位）', verify: '验证',
+    enrolTitle: '首次登录：登记您的动态口令', enrolIntro: '请输入县级管理员当面交给您的激活码，并设置您自己的新密码。',
+    activationCode: '激活码（如 ABCD-EFGH-JKMN）', newPassword: '新密码（至少 8 位，含字母、数字、符号中的两类）', enrolNext: '下一步',
+    enrolSecretTitle: '把这个动态口令加入您的验证器', enrolSecret: '在验证器应用中添加账号，输入以下密钥；或在本机点下面的按钮直接打开验证器。密钥只显示这一次，请勿告诉他人：',
+    enrolOpenApp: '在本机的验证器中打开', enrolConfirm: '再输入验证器显示的 6 位动态口令，完成登记：',
+    badLink: '这个链接不在本服务之内，已拦截。',
     features: '本村社的服务', featuresAt: '{place}的服务', noFeatures: '本村社还没有安装服务。', welcome: '您好',
     assisted: '帮办模式：正在为 {name} 办理（{reason}）', endAssist: '结束帮办',
     noMessages: '没有消息。', unread: '未读', urgent: '紧急', openIt: '查看', profile: '我的资料', dataUse: '谁使用了我的数据',
@@ -73,6 +78,11 @@ const T = {
     byCode: 'SMS code', sendCode: 'Send code', code: 'Code',
     codeSent: 'If the number is registered, a code has been sent.',
     totpTitle: 'Admin second factor', totpCode: 'Authenticator code (6 digits)', verify: 'Verify',
+    enrolTitle: 'First sign-in: enrol your authenticator', enrolIntro: 'Enter the activation code the county administrator gave you in person, and set a new password of your own.',
+    activationCode: 'Activation code (like ABCD-EFGH-JKMN)', newPassword: 'New password (8+ characters, two of letters, digits, symbols)', enrolNext: 'Next',
+    enrolSecretTitle: 'Add this authenticator', enrolSecret: 'In your authenticator app, add an account with this key, or tap the button below on this phone. The key is shown only this once; tell nobody:',
+    enrolOpenApp: 'Open in this phone\'s authenticator', enrolConfirm: 'Then enter the 6-digit code it shows to finish:',
+    badLink: 'That link leads outside this service and was blocked.',
     features: 'Services here', featuresAt: 'Services in {place}', noFeatures: 'No services are installed here yet.', welcome: 'Hello',
     assisted: 'Assisted mode: acting for {name} ({reason})', endAssist: 'End assisted mode',
     noMessages: 'No messages.', unread: 'unread', urgent: 'urgent', openIt: 'Open', profile: 'My profile', dataUse: 'Who used my data',
@@ -175,6 +185,44 @@ function notice(tone, text) {
   return h('div', { class: `notice ${tone}`, role: tone === 'error' ? 'alert' : 'status' }, text);
 }
 
+// ---- where a signed-in request may go ----------------------------------------------------
+
+/** A tenant or plugin id. */
+const ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const enc = encodeURIComponent;
+
+/** Whether `p` is a path inside a plugin, by the host's own rule (`linli_ui::is_plugin_path`):
+ * `/` and no second `/` at the start, no backslash, whitespace or control character, and in
+ * the path part no `.` or `..` segment in any encoding and no escaped `/`, `\`, `%` or
+ * control character. */
+function isPluginPath(p) {
+  if (typeof p !== 'string' || !p.startsWith('/') || p.startsWith('//')) return false;
+  if (/[\\\s\u0000-\u001f\u007f]/.test(p)) return false;
+  const path = p.split(/[?#]/)[0];
+  for (let i = 0; i < path.length; i++) {
+    if (path[i] !== '%') continue;
+    const hex = path.slice(i + 1, i + 3);
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) return false;
+    const c = parseInt(hex, 16);
+    if (c === 0x2f || c === 0x5c || c === 0x25 || c < 0x20 || c === 0x7f) return false;
+    i += 2;
+  }
+  return !path.split('/').some((seg) => {
+    const plain = seg.replace(/%2e/gi, '.');
+    return plain === '.' || plain === '..';
+  });
+}
+
+/** The URL of `p` inside the plugin at `base` (`/t/{tenant}/p/{plugin}`), or null when — as the
+ * browser resolves it — it would land anywhere else: the API, another plugin, another site. */
+function pluginUrl(base, p) {
+  if (!isPluginPath(p)) return null;
+  let u;
+  try { u = new URL(base + p, location.origin); } catch { return null; }
+  if (u.origin !== location.origin || !(u.pathname === base || u.pathname.startsWith(`${base}/`))) return null;
+  return u.pathname + u.search;
+}
+
 // ---- server ----------------------------------------------------------------------------
 
 class ApiError extends Error {
@@ -186,8 +234,13 @@ class ApiError extends Error {
 }
 
 async function call(method, url, { body, headers, raw } = {}) {
+  // The reader's token goes only to this origin's API and plugin gateway.
+  const target = new URL(url, location.origin);
+  if (target.origin !== location.origin) throw new ApiError(0, null);
   const hs = { 'Accept-Language': S.lang === 'en' ? 'en' : 'zh-CN', ...(headers || {}) };
-  if (S.token) hs.Authorization = `Bearer ${S.token}`;
+  if (S.token && (target.pathname.startsWith('/api/v1/') || target.pathname.startsWith('/t/'))) {
+    hs.Authorization = `Bearer ${S.token}`;
+  }
   let payload = body;
   if (body !== undefined && !raw) {
     hs['Content-Type'] = 'application/json';
@@ -528,14 +581,36 @@ async function finishSignIn(pending, msg) {
     msg.replaceChildren(notice('error', errorText(r)));
     return;
   }
-  if (r.data.stage === 'totp_required') {
+  if (r.data.stage === 'totp_required' || r.data.stage === 'totp_enrol') {
     const code = h('input', { id: 'totp', inputmode: 'numeric', autocomplete: 'one-time-code', required: true });
     const m2 = h('div', { 'aria-live': 'polite' });
-    show(h('h1', {}, t('totpTitle')), h('form', { class: 'shell-form', onsubmit: async (e) => {
+    // Enrolling: the new authenticator's key, shown to its holder this once.
+    const enrol = r.data.stage === 'totp_enrol' ? [
+      h('h2', {}, t('enrolSecretTitle')), h('p', {}, t('enrolSecret')),
+      h('p', { class: 'secret', id: 'totp-secret' }, r.data.secret.replace(/(.{4})(?=.)/g, '$1 ')),
+      h('p', {}, h('a', { class: 'btn', href: r.data.otpauth_url }, t('enrolOpenApp'))),
+      h('p', {}, t('enrolConfirm')),
+    ] : [];
+    show(h('h1', {}, t(enrol.length ? 'enrolTitle' : 'totpTitle')), ...enrol, h('form', { class: 'shell-form', onsubmit: async (e) => {
       e.preventDefault();
       await finishSignIn(call('POST', '/api/v1/auth/totp', { body: { challenge: r.data.challenge, code: code.value.trim() } }), m2);
     } }, h('label', { for: 'totp' }, t('totpCode')), code, h('input', { type: 'submit', value: t('verify') })), m2);
     code.focus();
+    return;
+  }
+  if (r.data.stage === 'totp_enrol_required') {
+    const activation = h('input', { id: 'activation', autocomplete: 'off', autocapitalize: 'characters', required: true });
+    const pw = h('input', { id: 'new-password', type: 'password', autocomplete: 'new-password', required: true });
+    const m2 = h('div', { 'aria-live': 'polite' });
+    show(h('h1', {}, t('enrolTitle')), h('p', {}, t('enrolIntro')), h('form', { class: 'shell-form', onsubmit: async (e) => {
+      e.preventDefault();
+      await finishSignIn(call('POST', '/api/v1/auth/totp/enrol', {
+        body: { challenge: r.data.challenge, activation_code: activation.value.trim(), new_password: pw.value },
+      }), m2);
+    } }, h('label', { for: 'activation' }, t('activationCode')), activation,
+    h('label', { for: 'new-password' }, t('newPassword')), pw,
+    h('input', { type: 'submit', value: t('enrolNext') })), m2);
+    activation.focus();
     return;
   }
   S.token = r.data.token;
@@ -561,7 +636,7 @@ async function viewHome(params) {
       const chosen = params.get('place');
       if (chosen && places.some((x) => x.id === chosen)) place = chosen;
       else if (!places.some((x) => x.id === place)) place = places[0].id;
-      const sel = h('select', { id: 'home-place', onchange: () => { location.hash = `#/?place=${sel.value}`; } },
+      const sel = h('select', { id: 'home-place', onchange: () => { location.hash = `#/?place=${enc(sel.value)}`; } },
         places.map((tn) => h('option', { value: tn.id, selected: tn.id === place }, `${tenantName(tn)} (${tn.id})`)));
       picker = h('div', { class: 'row' }, h('label', { for: 'home-place' }, t('choosePlace')), sel);
     }
@@ -574,7 +649,7 @@ async function viewHome(params) {
     picker,
     h('h2', {}, own && own.id === place && !picker ? t('featuresAt', { place: tenantName(own) }) : t('features')),
     features.length === 0 ? h('p', { class: 'empty' }, t('noFeatures')) : h('div', { class: 'grid' },
-      features.map((f) => h('a', { class: 'card', href: `#/p/${place}/${f.plugin}/` },
+      features.map((f) => h('a', { class: 'card', href: `#/p/${enc(place)}/${enc(f.plugin)}/` },
         h('div', { class: 'title' }, pick(f, 'title')),
         h('div', { class: 'sub secondary' }, pick(f, 'description'))))),
   );
@@ -587,14 +662,22 @@ function assistBanner(me) {
     h('a', { href: '#/signout' }, t('endAssist')));
 }
 
-/** A plugin page: `#/p/{tenant}/{plugin}/{path}`. */
+/** A plugin page: `#/p/{tenant}/{plugin}/{path}`. Every request it makes — the page, its
+ * links, forms, buttons, images, redirects — stays inside `/t/{tenant}/p/{plugin}/`. */
 async function viewPlugin(tenant, plugin, path, query) {
-  const base = `/t/${encodeURIComponent(tenant)}/p/${encodeURIComponent(plugin)}`;
+  const base = `/t/${enc(tenant)}/p/${enc(plugin)}`;
+  const refused = () => show(h('h1', {}, t('error')), notice('error', t('badLink')),
+    h('div', { class: 'actions' }, h('a', { class: 'btn', href: '#/' }, t('back'))));
   const ctx = {
-    href: (p) => `#/p/${tenant}/${plugin}${p}`,
-    src: (p) => (p.startsWith('https://') ? p : base + p),
+    href: (p) => (isPluginPath(p) ? `#/p/${tenant}/${plugin}${p}` : null),
+    src: (p) => (typeof p === 'string' && p.startsWith('https://') ? p : pluginUrl(base, p)),
     post: async (p, body) => {
-      const r = await call('POST', base + p, { body, headers: { Accept: PAGE_TYPE } });
+      const url = pluginUrl(base, p);
+      if (!url) {
+        main().prepend(notice('error', t('badLink')));
+        return null;
+      }
+      const r = await call('POST', url, { body, headers: { Accept: PAGE_TYPE } });
       if (r.type.startsWith(PAGE_TYPE)) {
         await drawPluginAnswer(r, ctx, tenant, plugin);
       } else if (!r.ok) {
@@ -608,13 +691,19 @@ async function viewPlugin(tenant, plugin, path, query) {
       return r;
     },
   };
-  const r = await call('GET', base + path + (query ? `?${query}` : ''), { headers: { Accept: PAGE_TYPE } });
+  const url = pluginUrl(base, path + (query ? `?${query}` : ''));
+  if (!url) return refused();
+  const r = await call('GET', url, { headers: { Accept: PAGE_TYPE } });
   await drawPluginAnswer(r, ctx, tenant, plugin);
 }
 
 async function drawPluginAnswer(r, ctx, tenant, plugin) {
   if (r.type.startsWith(PAGE_TYPE) && r.data) {
     if (r.data.redirect) {
+      if (!isPluginPath(r.data.redirect)) {
+        show(h('h1', {}, t('error')), notice('error', t('badLink')));
+        return;
+      }
       // A redirect's notice ("saved", "pass 123456 …") shows on the page it leads to.
       S.carried = r.data.notice || null;
       const target = `#/p/${tenant}/${plugin}${r.data.redirect}`;
@@ -640,7 +729,7 @@ async function viewInbox() {
         m.read_at ? null : h('span', { class: 'badge' }, t('unread'))),
       h('p', {}, pick(m, 'body')),
       // A plugin's link is a path inside that plugin (checked by the host when it was sent).
-      m.link && m.tenant && m.source !== 'host'
+      m.link && m.source !== 'host' && ID.test(m.tenant || '') && ID.test(m.source || '') && isPluginPath(m.link)
         ? h('div', { class: 'actions' }, h('a', { class: 'btn', href: `#/p/${m.tenant}/${m.source}${m.link}` }, t('openIt')))
         : null,
       h('div', { class: 'sub' }, fmtTime(m.created_at), ' · ', m.source))))));
@@ -750,7 +839,7 @@ function tenantName(tn) {
 
 /** A place picker for admin views; `#/admin/x?tenant=id`. */
 function placePicker(all, current, section) {
-  const sel = h('select', { id: 'place', onchange: () => { location.hash = `#/admin/${section}?tenant=${sel.value}`; } },
+  const sel = h('select', { id: 'place', onchange: () => { location.hash = `#/admin/${section}?tenant=${enc(sel.value)}`; } },
     all.map((tn) => h('option', { value: tn.id, selected: tn.id === current }, `${tenantName(tn)} (${tn.id})`)));
   return h('div', { class: 'row' }, h('label', { for: 'place' }, t('choosePlace')), sel);
 }
@@ -759,7 +848,12 @@ async function viewAdmin(section, params) {
   section = section || 'tenants';
   const all = await tenantsList().catch(() => []);
   const fallback = (all.find((x) => x.kind === 'village' || x.kind === 'community') || all[0] || {}).id;
-  const tenant = params.get('tenant') || fallback;
+  const asked = params.get('tenant');
+  if (asked && !ID.test(asked)) {
+    show(h('h1', {}, t('notFound')), h('a', { class: 'btn', href: '#/admin' }, t('back')));
+    return;
+  }
+  const tenant = asked || fallback;
   const head = [h('h1', {}, t('admin')), adminMenu(section)];
   const views = {
     tenants: () => adminTenants(all),
@@ -778,13 +872,13 @@ function adminTenants(all) {
   const roots = all.filter((x) => !x.parent_id || !all.some((y) => y.id === x.parent_id));
   const node = (tn) => h('li', {}, h('span', { class: 'strong' }, tenantName(tn)), ` ${tn.kind} · `, h('code', {}, tn.id), ' ',
     (tn.kind === 'village' || tn.kind === 'community' || tn.kind === 'township')
-      ? h('a', { href: `#/admin/plugins?tenant=${tn.id}` }, t('plugins')) : null,
+      ? h('a', { href: `#/admin/plugins?tenant=${enc(tn.id)}` }, t('plugins')) : null,
     children(tn.id).length ? h('ul', {}, children(tn.id).map(node)) : null);
   return h('section', { class: 'card tree' }, h('h2', {}, t('tenants')), h('ul', {}, roots.map(node)));
 }
 
 async function adminPeople(all, tenant) {
-  const page = await api('GET', `/api/v1/tenants/${tenant}/people?limit=200`);
+  const page = await api('GET', `/api/v1/tenants/${enc(tenant)}/people?limit=200`);
   const file = h('input', { type: 'file', id: 'roster', accept: '.csv,.xlsx,text/csv' });
   const report = h('div', { 'aria-live': 'polite' });
   const form = h('form', { class: 'shell-form', onsubmit: async (e) => {
@@ -792,7 +886,7 @@ async function adminPeople(all, tenant) {
     const f = file.files[0];
     if (!f) return;
     const isXlsx = f.name.toLowerCase().endsWith('.xlsx');
-    const r = await call('POST', `/api/v1/tenants/${tenant}/people/import`, {
+    const r = await call('POST', `/api/v1/tenants/${enc(tenant)}/people/import`, {
       body: f, raw: true,
       headers: { 'Content-Type': isXlsx ? 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet' : 'text/csv' },
     });
@@ -816,7 +910,7 @@ async function adminPeople(all, tenant) {
  * and, per device, a new secret and the commands plugins sent it with their outcomes. */
 async function adminDevices(all, tenant, params) {
   const [page, kinds] = await Promise.all([
-    api('GET', `/api/v1/tenants/${tenant}/devices?limit=500`),
+    api('GET', `/api/v1/tenants/${enc(tenant)}/devices?limit=500`),
     api('GET', '/api/v1/device-kinds'),
   ]);
   const kindName = (k) => { const x = kinds.find((y) => y.kind === k); return S.lang === 'en' || !x ? k : x.zh; };
@@ -834,7 +928,7 @@ async function adminDevices(all, tenant, params) {
     const v = (id) => document.getElementById(id).value.trim();
     const body = { id: v('dev-id'), kind: kindSel.value, name: v('dev-name'), location: v('dev-location'),
       vendor: v('dev-vendor'), model: v('dev-model'), person: v('dev-person') || null };
-    const r = await call('POST', `/api/v1/tenants/${tenant}/devices`, { body });
+    const r = await call('POST', `/api/v1/tenants/${enc(tenant)}/devices`, { body });
     if (!r.ok) { out.replaceChildren(notice('error', errorText(r))); return; }
     // Shown once, on the redrawn page.
     sessionStorage.setItem('linli.flash', `${t('secretOnce')} ${r.data.device.id}: ${r.data.secret}`);
@@ -854,7 +948,7 @@ async function adminDevices(all, tenant, params) {
     const f = file.files[0];
     if (!f) return;
     const isXlsx = f.name.toLowerCase().endsWith('.xlsx');
-    const r = await call('POST', `/api/v1/tenants/${tenant}/devices/import`, {
+    const r = await call('POST', `/api/v1/tenants/${enc(tenant)}/devices/import`, {
       body: f, raw: true,
       headers: { 'Content-Type': isXlsx ? 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet' : 'text/csv' },
     });
@@ -870,11 +964,11 @@ async function adminDevices(all, tenant, params) {
   } }, h('label', { for: 'devlist' }, t('importDevices')), file, h('input', { type: 'submit', value: t('import') }));
   const fresh = (d) => d.last_seen_at && Date.now() - d.last_seen_at < 5 * 60 * 1000;
   const rows = page.devices.map((d) => [
-    h('a', { href: `#/admin/devices?tenant=${tenant}&device=${d.id}` }, d.id), kindName(d.kind),
+    h('a', { href: `#/admin/devices?tenant=${enc(tenant)}&device=${enc(d.id)}` }, d.id), kindName(d.kind),
     `${d.name} · ${d.tenant}${d.location ? ' · ' + d.location : ''}`,
     `${statusWord(d.status)} · ${fresh(d) ? t('online') : t('offline')}${d.last_seen_at ? ` (${fmtTime(d.last_seen_at)})` : ''}`,
     h('button', { type: 'button', class: 'btn', onclick: async () => {
-      const r = await call('POST', `/api/v1/devices/${d.id}/secret`, { body: {} });
+      const r = await call('POST', `/api/v1/devices/${enc(d.id)}/secret`, { body: {} });
       out.replaceChildren(r.ok ? secretNotice(d.id, r.data.secret) : notice('error', errorText(r)));
     } }, t('rotateSecret'))]);
   const sections = [placePicker(all, tenant, 'devices'), out,
@@ -882,7 +976,7 @@ async function adminDevices(all, tenant, params) {
       table([t('deviceId'), t('kind'), `${t('deviceName')} · ${t('location')}`, `${t('status')} · ${t('lastSeen')}`, ''], rows))];
   const chosen = params.get('device');
   if (chosen) {
-    const cmds = await api('GET', `/api/v1/devices/${chosen}/commands?limit=100`);
+    const cmds = await api('GET', `/api/v1/devices/${enc(chosen)}/commands?limit=100`);
     sections.push(h('section', { class: 'card', id: 'device-commands' }, h('h2', {}, `${t('commands')} · ${chosen}`),
       cmds.length ? table([t('when'), t('plugin'), t('command'), t('outcome')],
         cmds.map((c) => [fmtTime(c.created_at), c.plugin_id, `${c.command} ${JSON.stringify(c.payload)}`,
@@ -898,7 +992,7 @@ const openGrants = new Set();
 
 function capItem(inst, req, required) {
   const granted = inst.grants.includes(req.name);
-  const path = `/api/v1/tenants/${inst.tenant}/plugins/${inst.plugin}/grants/${req.name}`;
+  const path = `/api/v1/tenants/${enc(inst.tenant)}/plugins/${enc(inst.plugin)}/grants/${enc(req.name)}`;
   return h('li', { class: granted ? 'granted' : 'missing' },
     h('div', { class: 'cap' },
       h('code', {}, req.name),
@@ -928,7 +1022,7 @@ function capList(tenant, inst) {
 async function adminPlugins(all, tenant) {
   const list = h('div');
   const drawPlugins = async () => {
-    const installed = await api('GET', `/api/v1/tenants/${tenant}/plugins`);
+    const installed = await api('GET', `/api/v1/tenants/${enc(tenant)}/plugins`);
     list.replaceChildren(...installed.map((inst) => pluginCard(tenant, inst)));
   };
   const file = h('input', { type: 'file', id: 'wasm', accept: '.wasm,application/wasm' });
@@ -939,7 +1033,7 @@ async function adminPlugins(all, tenant) {
     const f = file.files[0];
     if (!f) return;
     const q = agree.checked ? '?grant=required' : '';
-    const r = await call('POST', `/api/v1/tenants/${tenant}/plugins${q}`, { body: f, raw: true, headers: { 'Content-Type': 'application/wasm' } });
+    const r = await call('POST', `/api/v1/tenants/${enc(tenant)}/plugins${q}`, { body: f, raw: true, headers: { 'Content-Type': 'application/wasm' } });
     const d = r.ok ? r.data.grants : r.data && r.data.error && r.data.error.detail;
     const nodes = [r.ok
       ? notice('success', `${t(r.data.action)}: ${r.data.installation.plugin} ${r.data.installation.version}`)
@@ -974,12 +1068,12 @@ function pluginCard(tenant, inst) {
     capList(tenant, inst),
     h('div', { class: 'actions' },
       h('button', { type: 'button', class: 'btn', onclick: async () => {
-        await api('POST', `/api/v1/tenants/${tenant}/plugins/${inst.plugin}/${inst.status === 'active' ? 'suspend' : 'resume'}`, {});
+        await api('POST', `/api/v1/tenants/${enc(tenant)}/plugins/${enc(inst.plugin)}/${inst.status === 'active' ? 'suspend' : 'resume'}`, {});
         route();
       } }, inst.status === 'active' ? t('suspend') : t('resume')),
       h('button', { type: 'button', class: 'btn danger', onclick: async () => {
         if (!confirm(t('uninstallConfirm'))) return;
-        await api('DELETE', `/api/v1/tenants/${tenant}/plugins/${inst.plugin}`);
+        await api('DELETE', `/api/v1/tenants/${enc(tenant)}/plugins/${enc(inst.plugin)}`);
         route();
       } }, t('uninstall'))));
 }

@@ -1,13 +1,210 @@
 //! The audit log: append-only and hash-chained. Every record carries the hash of the record
 //! before it, and its own hash covers its fields and that link, so editing or deleting a
 //! record breaks the chain from that point on; [`verify`] finds the first break.
+//!
+//! The hash is an HMAC-SHA256 under a key kept outside the database ([`AuditKey`], the
+//! `audit.key` file): someone who can write the database but not read that file cannot
+//! recompute the chain after an edit. Cutting records off the end leaves a chain that is
+//! intact as far as it goes; signed checkpoints ([`Checkpoint`]) exported to a witness outside
+//! the database catch that: a chain that ends before a checkpoint, or holds another hash at
+//! its seq, is broken.
 
-use serde::Serialize;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{Db, Result, now_ms};
+use super::{Db, Result, StorageError, now_ms};
+
+/// The secret the chain is keyed with, and from which record on.
+#[derive(Clone)]
+pub struct AuditKey {
+    key: [u8; 32],
+    /// Records from this seq on are keyed; earlier ones (written before the host had a key)
+    /// keep their plain sha256, and the first keyed record seals them by its link.
+    pub keyed_from_seq: i64,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AuditKey {{ fingerprint: {}, keyed_from_seq: {} }}",
+            self.fingerprint(),
+            self.keyed_from_seq
+        )
+    }
+}
+
+/// The key file's contents.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    linli_audit_key: u32,
+    /// 32 bytes, hex.
+    key: String,
+    keyed_from_seq: i64,
+}
+
+impl AuditKey {
+    /// A new random key for records from `keyed_from_seq` on.
+    pub fn generate(keyed_from_seq: i64) -> AuditKey {
+        use rand::RngCore;
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        AuditKey {
+            key,
+            keyed_from_seq,
+        }
+    }
+
+    /// A key given as 64 hex digits (`audit.key`).
+    pub fn from_hex(hex_key: &str, keyed_from_seq: i64) -> std::result::Result<AuditKey, String> {
+        let bytes = hex::decode(hex_key.trim()).map_err(|e| format!("audit key: {e}"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "audit key: 32 bytes (64 hex digits) expected".to_owned())?;
+        Ok(AuditKey {
+            key,
+            keyed_from_seq: keyed_from_seq.max(1),
+        })
+    }
+
+    /// Read a key file, or create one (readable by its owner only) for records from
+    /// `next_seq` on if there is none.
+    pub fn load_or_create(
+        path: &std::path::Path,
+        next_seq: i64,
+    ) -> std::result::Result<AuditKey, String> {
+        use std::io::Write;
+        let shown = path.display();
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                if bytes.len() > 4096 {
+                    return Err(format!("audit key file {shown}: too large"));
+                }
+                let file: KeyFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("audit key file {shown}: {e}"))?;
+                if file.linli_audit_key != 1 {
+                    return Err(format!(
+                        "audit key file {shown}: version {} is not supported",
+                        file.linli_audit_key
+                    ));
+                }
+                AuditKey::from_hex(&file.key, file.keyed_from_seq)
+                    .map_err(|e| format!("audit key file {shown}: {e}"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = AuditKey::generate(next_seq.max(1));
+                let text = serde_json::to_vec_pretty(&KeyFile {
+                    linli_audit_key: 1,
+                    key: hex::encode(key.key),
+                    keyed_from_seq: key.keyed_from_seq,
+                })
+                .expect("serialises");
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                match options.open(path) {
+                    Ok(mut f) => {
+                        f.write_all(&text)
+                            .and_then(|()| f.sync_all())
+                            .map_err(|e| format!("writing audit key file {shown}: {e}"))?;
+                        tracing::info!(path = %shown, keyed_from_seq = key.keyed_from_seq, "created the audit key");
+                        Ok(key)
+                    }
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        AuditKey::load_or_create(path, next_seq)
+                    }
+                    Err(e) => Err(format!("creating audit key file {shown}: {e}")),
+                }
+            }
+            Err(e) => Err(format!("reading audit key file {shown}: {e}")),
+        }
+    }
+
+    /// A name for the key that does not reveal it (stored in the database to catch a host
+    /// started with the wrong key).
+    pub fn fingerprint(&self) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key size");
+        mac.update(b"linli-audit-key-fingerprint");
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
+    /// The ed25519 key checkpoints are signed with, derived from the audit key.
+    fn signing_key(&self) -> ed25519_dalek::SigningKey {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key size");
+        mac.update(b"linli-audit-checkpoint-signing");
+        let seed: [u8; 32] = mac.finalize().into_bytes().into();
+        ed25519_dalek::SigningKey::from_bytes(&seed)
+    }
+
+    /// The public key that verifies this host's checkpoints (hex).
+    pub fn checkpoint_public_key(&self) -> String {
+        hex::encode(self.signing_key().verifying_key().to_bytes())
+    }
+}
+
+/// Where the chain's head was at a moment, signed: an outside witness of it. Written on a
+/// schedule (`audit.checkpoint_interval_secs`) into `audit.checkpoint_dir`, and by
+/// `linli audit checkpoint` on demand; kept where the database's writers cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub linli_audit_checkpoint: u32,
+    pub seq: i64,
+    pub hash: String,
+    pub at: i64,
+    /// ed25519 public key, hex.
+    pub public_key: String,
+    /// ed25519 signature over [`Checkpoint::message`], hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    fn message(seq: i64, hash: &str, at: i64) -> String {
+        format!("linli-audit-checkpoint|1|{seq}|{hash}|{at}")
+    }
+
+    /// Sign the head (`seq`, `hash`) with `key`.
+    pub fn sign(key: &AuditKey, seq: i64, hash: &str, at: i64) -> Checkpoint {
+        use ed25519_dalek::Signer;
+        let signing = key.signing_key();
+        let signature = signing.sign(Checkpoint::message(seq, hash, at).as_bytes());
+        Checkpoint {
+            linli_audit_checkpoint: 1,
+            seq,
+            hash: hash.to_owned(),
+            at,
+            public_key: hex::encode(signing.verifying_key().to_bytes()),
+            signature: hex::encode(signature.to_bytes()),
+        }
+    }
+
+    /// Whether the signature is good and made with `key`'s signing key.
+    pub fn signed_by(&self, key: &AuditKey) -> bool {
+        use ed25519_dalek::Verifier;
+        if self.linli_audit_checkpoint != 1 || self.public_key != key.checkpoint_public_key() {
+            return false;
+        }
+        let Ok(sig) = hex::decode(&self.signature) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&sig) else {
+            return false;
+        };
+        key.signing_key()
+            .verifying_key()
+            .verify(
+                Checkpoint::message(self.seq, &self.hash, self.at).as_bytes(),
+                &sig,
+            )
+            .is_ok()
+    }
+}
 
 /// The hash the first record links to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -63,13 +260,29 @@ fn detail_as_json<S: serde::Serializer>(detail: &str, s: S) -> Result<S::Ok, S::
 }
 
 impl Record {
-    /// The hash of this record's fields and its link to the previous record.
-    pub fn compute_hash(&self) -> String {
-        let mut h = Sha256::new();
-        // Length-prefixed fields: no two different records serialise the same way.
+    /// The hash of this record's fields and its link to the previous record: keyed under
+    /// `key` from its `keyed_from_seq` on, plain sha256 before it (or with no key).
+    pub fn compute_hash(&self, key: Option<&AuditKey>) -> String {
+        match key {
+            Some(k) if self.seq >= k.keyed_from_seq => {
+                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&k.key).expect("any key size");
+                self.feed(|b| mac.update(b));
+                hex::encode(mac.finalize().into_bytes())
+            }
+            _ => {
+                let mut h = Sha256::new();
+                self.feed(|b| h.update(b));
+                hex::encode(h.finalize())
+            }
+        }
+    }
+
+    /// The hashed bytes: every field, length-prefixed, so no two different records
+    /// serialise the same way.
+    fn feed(&self, mut update: impl FnMut(&[u8])) {
         let mut field = |s: &str| {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
+            update(&(s.len() as u64).to_le_bytes());
+            update(s.as_bytes());
         };
         field(&self.seq.to_string());
         field(&self.at.to_string());
@@ -86,7 +299,6 @@ impl Record {
             field("assistant");
             field(a);
         }
-        hex::encode(h.finalize())
     }
 }
 
@@ -114,24 +326,26 @@ pub async fn append(db: &Db, event: &Event<'_>) -> Result<Record> {
     let at = now_ms();
     // The transaction takes the chain's lock as it begins.
     super::write_tx!(db, lock = super::WriteLock::AuditChain, |tx| {
-        append_locked(tx, event, at).await
+        append_locked(db, tx, event, at).await
     })
 }
 
 /// Append a record inside the caller's write transaction, so the record and what it records
 /// commit together.
 pub(crate) async fn append_in(
+    db: &Db,
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     event: &Event<'_>,
     at: i64,
 ) -> Result<Record> {
     // Appenders queue for the chain's head rather than race for it (see `WriteLock`).
     super::lock_in(tx, super::WriteLock::AuditChain).await?;
-    append_locked(tx, event, at).await
+    append_locked(db, tx, event, at).await
 }
 
 /// [`append_in`] in a transaction that already holds [`super::WriteLock::AuditChain`].
 async fn append_locked(
+    db: &Db,
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     event: &Event<'_>,
     at: i64,
@@ -166,7 +380,7 @@ async fn append_locked(
         prev_hash,
         hash: String::new(),
     };
-    record.hash = record.compute_hash();
+    record.hash = record.compute_hash(db.audit_key());
     let sql = format!(
         "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
@@ -328,7 +542,7 @@ pub async fn verify(db: &Db) -> Result<Verdict> {
                     reason: "does not link to the previous record".into(),
                 });
             }
-            if r.compute_hash() != r.hash {
+            if r.compute_hash(db.audit_key()) != r.hash {
                 return Ok(Verdict::Broken {
                     seq: r.seq,
                     reason: "its contents do not match its hash (edited)".into(),
@@ -388,7 +602,117 @@ pub async fn prune(db: &Db, before_ms: i64, actor: &str) -> Result<u64> {
             }),
             ..Event::default()
         };
-        append_in(tx, &event, now).await?;
+        append_in(db, tx, &event, now).await?;
         Ok(deleted)
     })
+}
+
+/// The head of the chain: the newest record's (seq, hash), or the retention anchor's if
+/// everything was pruned, or (0, genesis).
+pub async fn head(db: &Db) -> Result<(i64, String)> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        Some(r) => Ok((r.try_get(0)?, r.try_get(1)?)),
+        None => anchor(db).await,
+    }
+}
+
+/// A signed checkpoint of the head now, or `None` if the database has no key.
+pub async fn checkpoint(db: &Db) -> Result<Option<Checkpoint>> {
+    let Some(key) = db.audit_key() else {
+        return Ok(None);
+    };
+    let (seq, hash) = head(db).await?;
+    Ok(Some(Checkpoint::sign(key, seq, &hash, now_ms())))
+}
+
+/// Check the chain in the database against a checkpoint: it was signed with this host's
+/// key, and the chain still reaches its seq with its hash. `Some(reason)` if not.
+pub async fn check_against(db: &Db, c: &Checkpoint) -> Result<Option<String>> {
+    let Some(key) = db.audit_key() else {
+        return Ok(Some(
+            "the host has no audit key to check the checkpoint with".into(),
+        ));
+    };
+    if !c.signed_by(key) {
+        return Ok(Some(format!(
+            "the checkpoint of record {} is not signed with this host's audit key",
+            c.seq
+        )));
+    }
+    let (head_seq, _) = head(db).await?;
+    if head_seq < c.seq {
+        return Ok(Some(format!(
+            "the chain ends at record {head_seq}, but a checkpoint saw record {} (records were cut off the end)",
+            c.seq
+        )));
+    }
+    let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
+        .bind(c.seq)
+        .fetch_optional(db.pool())
+        .await?;
+    let stored: Option<String> = match row {
+        Some(r) => Some(r.try_get(0)?),
+        None => {
+            // Pruned since: the anchor stands for it if it is that record.
+            let (anchor_seq, anchor_hash) = anchor(db).await?;
+            if c.seq == 0 || c.seq < anchor_seq {
+                return Ok(None);
+            }
+            (c.seq == anchor_seq).then_some(anchor_hash)
+        }
+    };
+    Ok(match stored {
+        Some(h) if h == c.hash => None,
+        Some(_) => Some(format!(
+            "record {} is not the record a checkpoint saw (its hash differs)",
+            c.seq
+        )),
+        None => Some(format!("record {} is missing", c.seq)),
+    })
+}
+
+/// Attach the audit key to `db`, checking it against the key the database was keyed with
+/// (its fingerprint, stored on first use): a host started with another key refuses to run
+/// rather than write records the chain's own key cannot verify.
+pub async fn use_key(db: &mut Db, key: AuditKey) -> Result<()> {
+    let fingerprint = key.fingerprint();
+    let row = sqlx::query("SELECT fingerprint FROM audit_key_meta WHERE id = 1")
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        Some(r) => {
+            let stored: String = r.try_get(0)?;
+            if stored != fingerprint {
+                return Err(StorageError::Invalid(format!(
+                    "审计密钥不符 / the audit key ({fingerprint}) is not the key this database's audit chain was written with ({stored}): set audit.key_file (or audit.key) to that key"
+                )));
+            }
+        }
+        None => {
+            // `ON CONFLICT DO NOTHING`: two replicas starting at once with the same key.
+            sqlx::query(
+                "INSERT INTO audit_key_meta (id, fingerprint, keyed_from_seq, created_at) \
+                 VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&fingerprint)
+            .bind(key.keyed_from_seq)
+            .bind(now_ms())
+            .execute(db.pool())
+            .await?;
+            let stored: String = sqlx::query("SELECT fingerprint FROM audit_key_meta WHERE id = 1")
+                .fetch_one(db.pool())
+                .await?
+                .try_get(0)?;
+            if stored != fingerprint {
+                return Err(StorageError::Invalid(format!(
+                    "审计密钥不符 / another host keyed this database's audit chain with a different key ({stored}) at the same moment: give every replica the same audit.key"
+                )));
+            }
+        }
+    }
+    db.set_audit_key(key);
+    Ok(())
 }

@@ -137,7 +137,7 @@ pub async fn upsert_audited(
 ) -> Result<()> {
     super::write_tx!(db, |tx| {
         upsert_in(tx, row).await?;
-        super::audit::append_in(tx, event, now_ms()).await?;
+        super::audit::append_in(db, tx, event, now_ms()).await?;
         Ok(())
     })
 }
@@ -248,6 +248,38 @@ pub async fn set_status(
         return Err(StorageError::NotFound(format!("{tenant}/{plugin}")));
     }
     Ok(())
+}
+
+/// Suspend an active installation and record `event` in the audit log, in one transaction;
+/// whether it was active (an installation already suspended is left alone and nothing is
+/// recorded, however many failing calls or replicas ask at once).
+pub async fn suspend_if_active(
+    db: &Db,
+    tenant: &str,
+    plugin: &str,
+    reason: &str,
+    event: &super::audit::Event<'_>,
+) -> Result<bool> {
+    let now = now_ms();
+    super::write_tx!(db, |tx| {
+        let done = sqlx::query(
+            "UPDATE installations SET status = $3, status_reason = $4, updated_at = $5 \
+             WHERE tenant_id = $1 AND plugin_id = $2 AND status = $6",
+        )
+        .bind(tenant)
+        .bind(plugin)
+        .bind(Status::Suspended.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(Status::Active.as_str())
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        super::audit::append_in(db, tx, event, now).await?;
+        Ok(true)
+    })
 }
 
 /// Remove an installation. `NotFound` if it is not installed.

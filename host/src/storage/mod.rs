@@ -17,6 +17,7 @@ pub mod people;
 pub mod schedules;
 pub mod sessions;
 pub mod tenants;
+pub mod throttle;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -68,11 +69,53 @@ pub struct Db {
     /// be busy-waiting inside SQLite into a fair async queue. Other processes (the CLI) are
     /// still covered by `busy_timeout` and the retry loop.
     write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// The audit chain's key (kept outside the database; see `audit::AuditKey`).
+    audit_key: Option<Arc<audit::AuditKey>>,
+}
+
+/// Where the audit chain's key comes from.
+#[derive(Debug, Clone)]
+pub enum AuditKeySource {
+    /// A key file, created (for the records from the current head on) if missing.
+    File(std::path::PathBuf),
+    /// A key given directly (64 hex digits), keyed from this seq on.
+    Hex { key: String, keyed_from_seq: i64 },
 }
 
 impl Db {
-    /// Connect to `url`, or to `data_dir/linli.db` when `url` is `None`, and run migrations.
+    /// Connect to `url`, or to `data_dir/linli.db` when `url` is `None`, run migrations, and
+    /// key the audit chain with `data_dir/audit.key` (created if missing).
     pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<Db> {
+        Db::connect_keyed(
+            url,
+            data_dir,
+            &AuditKeySource::File(data_dir.join("audit.key")),
+        )
+        .await
+    }
+
+    /// [`Db::connect`] with the audit key from `key`.
+    pub async fn connect_keyed(
+        url: Option<&str>,
+        data_dir: &Path,
+        key: &AuditKeySource,
+    ) -> Result<Db> {
+        let mut db = Db::connect_unkeyed(url, data_dir).await?;
+        let key = match key {
+            AuditKeySource::File(path) => {
+                let next = audit::head(&db).await?.0 + 1;
+                audit::AuditKey::load_or_create(path, next).map_err(StorageError::Invalid)?
+            }
+            AuditKeySource::Hex {
+                key,
+                keyed_from_seq,
+            } => audit::AuditKey::from_hex(key, *keyed_from_seq).map_err(StorageError::Invalid)?,
+        };
+        audit::use_key(&mut db, key).await?;
+        Ok(db)
+    }
+
+    async fn connect_unkeyed(url: Option<&str>, data_dir: &Path) -> Result<Db> {
         install_default_drivers();
         let url = match url {
             Some(url) => url.to_owned(),
@@ -112,7 +155,17 @@ impl Db {
             pool,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            audit_key: None,
         })
+    }
+
+    /// The audit chain's key, if the database was opened with one.
+    pub fn audit_key(&self) -> Option<&audit::AuditKey> {
+        self.audit_key.as_deref()
+    }
+
+    pub(crate) fn set_audit_key(&mut self, key: audit::AuditKey) {
+        self.audit_key = Some(Arc::new(key));
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -256,124 +256,184 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Person> {
     })
 }
 
+/// The one answer for a phone or ID number that cannot be used: the same whether its holder
+/// lives in the caller's place or elsewhere in the county, so a refusal tells nothing about
+/// who has it or where.
+pub const TAKEN: &str = "手机号或身份证号已登记，不能重复登记；居民迁入须由其现属村社或乡镇办理 / this phone or ID number is already registered; a person moving here is transferred by their current village or the township";
+
 /// How an upsert matched an existing person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upserted {
     Created,
-    Updated,
+    /// Which fields changed (names, never values), and the home the person moved from.
+    Updated {
+        fields: Vec<&'static str>,
+        moved_from: Option<String>,
+    },
     Unchanged,
+}
+
+/// The person holding `input`'s ID number, else its phone; and whether the other natural key
+/// belongs to someone else (then the input cannot be used at all).
+async fn matching(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    input: &PersonInput,
+) -> Result<(Option<Person>, bool)> {
+    let mut found: Vec<Person> = Vec::new();
+    for (column, value) in [("id_number", &input.id_number), ("phone", &input.phone)] {
+        if let Some(v) = value {
+            let sql = format!("SELECT {COLUMNS} FROM people WHERE {column} = $1");
+            if let Some(row) = sqlx::query(&sql).bind(v).fetch_optional(&mut **tx).await? {
+                let p = from_row(&row)?;
+                if !found.iter().any(|f| f.id == p.id) {
+                    found.push(p);
+                }
+            }
+        }
+    }
+    let split = found.len() > 1;
+    Ok((found.into_iter().next(), split))
+}
+
+/// Insert a new person; [`TAKEN`] if the phone or ID number is anyone's already. Never
+/// touches an existing record. Runs inside the caller's transaction.
+pub(crate) async fn create_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: PersonKind,
+    tenant: &str,
+    input: &PersonInput,
+    now: i64,
+) -> Result<String> {
+    let (existing, split) = matching(tx, input).await?;
+    if existing.is_some() || split {
+        return Err(StorageError::Conflict(TAKEN.into()));
+    }
+    insert_in(tx, kind, tenant, input, now).await
+}
+
+async fn insert_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: PersonKind,
+    tenant: &str,
+    input: &PersonInput,
+    now: i64,
+) -> Result<String> {
+    let id = new_id();
+    let tags = serde_json::to_string(&input.tags).expect("tags serialise");
+    let sql = format!(
+        "INSERT INTO people ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $11)"
+    );
+    sqlx::query(&sql)
+        .bind(&id)
+        .bind(kind.as_str())
+        .bind(tenant)
+        .bind(input.name.trim())
+        .bind(input.phone.as_deref())
+        .bind(input.id_number.as_deref())
+        .bind(input.birth_date.as_deref())
+        .bind(input.household.as_deref())
+        .bind(input.address.as_deref())
+        .bind(&tags)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
 }
 
 /// Insert a person, or update the one with the same ID number (else the same phone): the
 /// natural keys that make re-importing a roster update instead of duplicate. Runs inside the
 /// caller's transaction.
+///
+/// `reach` is where the caller may manage people (the importing tenant's subtree): a match
+/// whose home is outside it — or who is of another kind, or erased, or whose phone and ID
+/// number belong to two different people — is refused with [`TAKEN`] and left untouched.
+/// Fields named in `keep` (columns the sheet does not have) keep their stored values.
 pub(crate) async fn upsert_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     kind: PersonKind,
     tenant: &str,
     input: &PersonInput,
     now: i64,
+    reach: &[String],
+    keep: &[&str],
 ) -> Result<(String, Upserted)> {
-    let mut existing = None;
-    for (column, value) in [("id_number", &input.id_number), ("phone", &input.phone)] {
-        if let Some(v) = value
-            && existing.is_none()
-        {
-            let sql = format!("SELECT {COLUMNS} FROM people WHERE {column} = $1");
-            if let Some(row) = sqlx::query(&sql).bind(v).fetch_optional(&mut **tx).await? {
-                existing = Some(from_row(&row)?);
+    let (existing, split) = matching(tx, input).await?;
+    let merged;
+    let input = match &existing {
+        Some(p) if !keep.is_empty() => {
+            let mut m = input.clone();
+            let kept = |f: &str| keep.contains(&f);
+            if kept("phone") {
+                m.phone = p.phone.clone();
             }
+            if kept("id_number") {
+                m.id_number = p.id_number.clone();
+            }
+            if kept("birth_date") {
+                m.birth_date = p.birth_date.clone();
+            }
+            if kept("household") {
+                m.household = p.household.clone();
+            }
+            if kept("address") {
+                m.address = p.address.clone();
+            }
+            if kept("tags") {
+                m.tags = p.tags.clone();
+            }
+            merged = m;
+            &merged
         }
+        _ => input,
+    };
+    let Some(p) = existing else {
+        return Ok((
+            insert_in(tx, kind, tenant, input, now).await?,
+            Upserted::Created,
+        ));
+    };
+    if split || p.kind != kind || p.status != "active" || !reach.contains(&p.tenant) {
+        return Err(StorageError::Conflict(TAKEN.into()));
+    }
+    let mut fields = Vec::new();
+    let name = input.name.trim();
+    for (field, same) in [
+        ("tenant", p.tenant == tenant),
+        ("name", p.name == name),
+        ("phone", p.phone == input.phone),
+        ("id_number", p.id_number == input.id_number),
+        ("birth_date", p.birth_date == input.birth_date),
+        ("household", p.household == input.household),
+        ("address", p.address == input.address),
+        ("tags", p.tags == input.tags),
+    ] {
+        if !same {
+            fields.push(field);
+        }
+    }
+    if fields.is_empty() {
+        return Ok((p.id, Upserted::Unchanged));
     }
     let tags = serde_json::to_string(&input.tags).expect("tags serialise");
-    match existing {
-        Some(p) => {
-            if p.kind != kind {
-                return Err(StorageError::Conflict(format!(
-                    "身份证号或手机号已属于另一类人员 / the ID number or phone belongs to a {} already",
-                    p.kind.as_str()
-                )));
-            }
-            // The other natural key must not belong to someone else.
-            for (column, value) in [("id_number", &input.id_number), ("phone", &input.phone)] {
-                if let Some(v) = value {
-                    let sql = format!("SELECT id FROM people WHERE {column} = $1 AND id <> $2");
-                    if sqlx::query(&sql)
-                        .bind(v)
-                        .bind(&p.id)
-                        .fetch_optional(&mut **tx)
-                        .await?
-                        .is_some()
-                    {
-                        return Err(StorageError::Conflict(format!(
-                            "{column} 已被他人使用 / {column} belongs to another person"
-                        )));
-                    }
-                }
-            }
-            let same = p.tenant == tenant
-                && p.name == input.name.trim()
-                && p.phone == input.phone
-                && p.id_number == input.id_number
-                && p.birth_date == input.birth_date
-                && p.household == input.household
-                && p.address == input.address
-                && p.tags == input.tags;
-            if same {
-                return Ok((p.id, Upserted::Unchanged));
-            }
-            sqlx::query(
-                "UPDATE people SET tenant_id = $1, name = $2, phone = $3, id_number = $4, \
-                 birth_date = $5, household = $6, address = $7, tags = $8, updated_at = $9 \
-                 WHERE id = $10",
-            )
-            .bind(tenant)
-            .bind(input.name.trim())
-            .bind(input.phone.as_deref())
-            .bind(input.id_number.as_deref())
-            .bind(input.birth_date.as_deref())
-            .bind(input.household.as_deref())
-            .bind(input.address.as_deref())
-            .bind(&tags)
-            .bind(now)
-            .bind(&p.id)
-            .execute(&mut **tx)
-            .await?;
-            Ok((p.id, Upserted::Updated))
-        }
-        None => {
-            let id = new_id();
-            let sql = format!(
-                "INSERT INTO people ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $11)"
-            );
-            sqlx::query(&sql)
-                .bind(&id)
-                .bind(kind.as_str())
-                .bind(tenant)
-                .bind(input.name.trim())
-                .bind(input.phone.as_deref())
-                .bind(input.id_number.as_deref())
-                .bind(input.birth_date.as_deref())
-                .bind(input.household.as_deref())
-                .bind(input.address.as_deref())
-                .bind(&tags)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-            Ok((id, Upserted::Created))
-        }
-    }
-}
-
-/// Create or update one person (see [`upsert_in`]).
-pub async fn upsert(
-    db: &Db,
-    kind: PersonKind,
-    tenant: &str,
-    input: &PersonInput,
-) -> Result<(String, Upserted)> {
-    let now = now_ms();
-    super::write_tx!(db, |tx| { upsert_in(tx, kind, tenant, input, now).await })
+    sqlx::query(
+        "UPDATE people SET tenant_id = $1, name = $2, phone = $3, id_number = $4, \
+         birth_date = $5, household = $6, address = $7, tags = $8, updated_at = $9 \
+         WHERE id = $10",
+    )
+    .bind(tenant)
+    .bind(name)
+    .bind(input.phone.as_deref())
+    .bind(input.id_number.as_deref())
+    .bind(input.birth_date.as_deref())
+    .bind(input.household.as_deref())
+    .bind(input.address.as_deref())
+    .bind(&tags)
+    .bind(now)
+    .bind(&p.id)
+    .execute(&mut **tx)
+    .await?;
+    let moved_from = (p.tenant != tenant).then_some(p.tenant);
+    Ok((p.id, Upserted::Updated { fields, moved_from }))
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Person>> {

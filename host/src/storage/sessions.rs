@@ -3,20 +3,28 @@
 
 use sqlx::Row;
 
-use super::{Db, Result, StorageError, now_ms};
+use super::{Db, Result, now_ms};
 
 /// A person's stored credentials.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
     pub password_hash: Option<String>,
     pub totp_secret: Option<String>,
-    pub failures: i64,
+    /// Wrong second-factor codes in a row (a correct password does not reset them).
+    pub totp_failures: i64,
+    /// Until when the second factor is locked (after `auth.max_failures` wrong codes).
     pub locked_until: i64,
+    /// An authenticator secret shown to its holder, waiting for their first code.
+    pub totp_pending: Option<String>,
+    /// The activation code (hashed) an admin enrols their own authenticator with.
+    pub activation_hash: Option<String>,
+    pub activation_expires_at: i64,
 }
 
 pub async fn credentials(db: &Db, person: &str) -> Result<Option<Credentials>> {
     let row = sqlx::query(
-        "SELECT password_hash, totp_secret, failures, locked_until FROM credentials WHERE person_id = $1",
+        "SELECT password_hash, totp_secret, totp_failures, locked_until, totp_pending, \
+         activation_hash, activation_expires_at FROM credentials WHERE person_id = $1",
     )
     .bind(person)
     .fetch_optional(db.pool())
@@ -25,8 +33,11 @@ pub async fn credentials(db: &Db, person: &str) -> Result<Option<Credentials>> {
         Ok(Credentials {
             password_hash: r.try_get(0)?,
             totp_secret: r.try_get(1)?,
-            failures: r.try_get(2)?,
+            totp_failures: r.try_get(2)?,
             locked_until: r.try_get(3)?,
+            totp_pending: r.try_get(4)?,
+            activation_hash: r.try_get(5)?,
+            activation_expires_at: r.try_get(6)?,
         })
     })
     .transpose()
@@ -49,24 +60,37 @@ async fn ensure_row(tx: &mut sqlx::Transaction<'static, sqlx::Any>, person: &str
     Ok(())
 }
 
-/// Set the password hash (already argon2id-hashed by the caller) or the TOTP secret.
+/// Set the password hash (already argon2id-hashed by the caller) or a TOTP secret.
 pub async fn set_secret(db: &Db, person: &str, column: Secret, value: Option<&str>) -> Result<()> {
+    let now = now_ms();
+    super::write_tx!(db, |tx| {
+        set_secret_in(tx, person, column, value, now).await
+    })
+}
+
+/// [`set_secret`] inside the caller's transaction.
+pub(crate) async fn set_secret_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    person: &str,
+    column: Secret,
+    value: Option<&str>,
+    now: i64,
+) -> Result<()> {
     let column = match column {
         Secret::Password => "password_hash",
         Secret::Totp => "totp_secret",
+        Secret::TotpPending => "totp_pending",
     };
-    super::write_tx!(db, |tx| {
-        ensure_row(tx, person).await?;
-        sqlx::query(&format!(
-            "UPDATE credentials SET {column} = $1, updated_at = $2 WHERE person_id = $3"
-        ))
-        .bind(value)
-        .bind(now_ms())
-        .bind(person)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    })
+    ensure_row(tx, person).await?;
+    sqlx::query(&format!(
+        "UPDATE credentials SET {column} = $1, updated_at = $2 WHERE person_id = $3"
+    ))
+    .bind(value)
+    .bind(now)
+    .bind(person)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Which secret [`set_secret`] sets.
@@ -74,6 +98,74 @@ pub async fn set_secret(db: &Db, person: &str, column: Secret, value: Option<&st
 pub enum Secret {
     Password,
     Totp,
+    /// A secret shown to its holder, not yet confirmed with a code.
+    TotpPending,
+}
+
+/// Give `person` an activation code (its hash) for enrolling their own authenticator, valid
+/// until `expires_at`; any pending secret and any earlier code are dropped.
+pub(crate) async fn set_activation_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    person: &str,
+    code_hash: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<()> {
+    ensure_row(tx, person).await?;
+    sqlx::query(
+        "UPDATE credentials SET activation_hash = $1, activation_expires_at = $2, \
+         totp_pending = NULL, updated_at = $3 WHERE person_id = $4",
+    )
+    .bind(code_hash)
+    .bind(expires_at)
+    .bind(now)
+    .bind(person)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Use up `person`'s activation code if `code_hash` is it and it has not expired: in the same
+/// transaction the new password and the pending authenticator secret are stored. Returns
+/// whether the code was taken.
+pub async fn take_activation(
+    db: &Db,
+    person: &str,
+    code_hash: &str,
+    password_hash: &str,
+    pending_secret: &str,
+) -> Result<bool> {
+    let now = now_ms();
+    super::write_tx!(db, |tx| {
+        let done = sqlx::query(
+            "UPDATE credentials SET activation_hash = NULL, activation_expires_at = 0, \
+             password_hash = $1, totp_pending = $2, updated_at = $3 \
+             WHERE person_id = $4 AND activation_hash = $5 AND activation_expires_at > $3 \
+             AND totp_secret IS NULL",
+        )
+        .bind(password_hash)
+        .bind(pending_secret)
+        .bind(now)
+        .bind(person)
+        .bind(code_hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    })
+}
+
+/// The holder's first code matched their pending secret: it becomes their authenticator.
+pub async fn confirm_pending_totp(db: &Db, person: &str, secret: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE credentials SET totp_secret = totp_pending, totp_pending = NULL, updated_at = $1 \
+         WHERE person_id = $2 AND totp_pending = $3 AND totp_secret IS NULL",
+    )
+    .bind(now_ms())
+    .bind(person)
+    .bind(secret)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Record that a TOTP code of time step `step` signed `person` in, if no code of that step or
@@ -90,9 +182,9 @@ pub async fn take_totp_step(db: &Db, person: &str, step: i64) -> Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-/// Count a failed sign-in; at `max` failures in a row the account locks until `now + lockout_ms`.
-/// Returns the lock expiry if it is now locked.
-pub async fn record_failure(
+/// Count a wrong second-factor code for `person`; at `max` in a row the second factor locks
+/// until `now + lockout_ms`. Returns the lock's end if this failure locked it.
+pub async fn record_totp_failure(
     db: &Db,
     person: &str,
     max: u32,
@@ -101,7 +193,7 @@ pub async fn record_failure(
     let now = now_ms();
     super::write_tx!(db, |tx| {
         ensure_row(tx, person).await?;
-        let row = sqlx::query("SELECT failures FROM credentials WHERE person_id = $1")
+        let row = sqlx::query("SELECT totp_failures FROM credentials WHERE person_id = $1")
             .bind(person)
             .fetch_one(&mut **tx)
             .await?;
@@ -112,7 +204,7 @@ pub async fn record_failure(
             (failures, 0)
         };
         sqlx::query(
-            "UPDATE credentials SET failures = $1, locked_until = CASE WHEN $2 > 0 THEN $2 ELSE locked_until END, updated_at = $3 WHERE person_id = $4",
+            "UPDATE credentials SET totp_failures = $1, locked_until = CASE WHEN $2 > 0 THEN $2 ELSE locked_until END, updated_at = $3 WHERE person_id = $4",
         )
         .bind(failures)
         .bind(locked_until)
@@ -124,90 +216,47 @@ pub async fn record_failure(
     })
 }
 
-/// A successful sign-in clears the failure counter.
-pub async fn clear_failures(db: &Db, person: &str) -> Result<()> {
-    sqlx::query("UPDATE credentials SET failures = 0 WHERE person_id = $1 AND failures <> 0")
-        .bind(person)
-        .execute(db.pool())
-        .await?;
+/// A passed second factor clears its failure counter.
+pub async fn clear_totp_failures(db: &Db, person: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE credentials SET totp_failures = 0 WHERE person_id = $1 AND totp_failures <> 0",
+    )
+    .bind(person)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
 /// Lift a lockout (an admin action).
 pub async fn unlock(db: &Db, person: &str) -> Result<()> {
-    sqlx::query("UPDATE credentials SET failures = 0, locked_until = 0 WHERE person_id = $1")
-        .bind(person)
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "UPDATE credentials SET failures = 0, totp_failures = 0, locked_until = 0 WHERE person_id = $1",
+    )
+    .bind(person)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
 // ---- one-time codes --------------------------------------------------------------------------
 
-/// Limits on sending codes to one phone.
-#[derive(Debug, Clone, Copy)]
-pub struct CodeLimits {
-    /// Least time between two codes, ms.
-    pub resend_ms: i64,
-    /// Most codes per `window_ms`.
-    pub per_window: i64,
-    pub window_ms: i64,
-    /// How long a code is valid, ms.
-    pub ttl_ms: i64,
-}
-
-/// Store a new code for `phone` (replacing any earlier one), unless the phone is being sent
-/// codes too often: then `Quota` saying when to retry.
-pub async fn put_code(db: &Db, phone: &str, code_hash: &str, limits: CodeLimits) -> Result<()> {
+/// Store a new code for `phone` (a registered one: the rate limits are the caller's, in
+/// [`super::throttle`]), replacing any earlier one, valid for `ttl_ms`.
+pub async fn put_code(db: &Db, phone: &str, code_hash: &str, ttl_ms: i64) -> Result<()> {
     let now = now_ms();
     super::write_tx!(db, |tx| {
-        let row = sqlx::query(
-            "SELECT sent_at, sent_count, window_start FROM login_codes WHERE phone = $1",
-        )
-        .bind(phone)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let (count, window_start) = match row {
-            Some(r) => {
-                let sent_at: i64 = r.try_get(0)?;
-                let count: i64 = r.try_get(1)?;
-                let window_start: i64 = r.try_get(2)?;
-                if now - sent_at < limits.resend_ms {
-                    return Err(StorageError::Quota(format!(
-                        "验证码发送过于频繁，请 {} 秒后再试 / a code was sent less than {} s ago",
-                        (limits.resend_ms - (now - sent_at)) / 1000 + 1,
-                        limits.resend_ms / 1000
-                    )));
-                }
-                if now - window_start < limits.window_ms {
-                    if count >= limits.per_window {
-                        return Err(StorageError::Quota(format!(
-                            "验证码发送次数已达上限 / at most {} codes per {} minutes",
-                            limits.per_window,
-                            limits.window_ms / 60_000
-                        )));
-                    }
-                    (count + 1, window_start)
-                } else {
-                    (1, now)
-                }
-            }
-            None => (1, now),
-        };
         sqlx::query("DELETE FROM login_codes WHERE phone = $1")
             .bind(phone)
             .execute(&mut **tx)
             .await?;
         sqlx::query(
             "INSERT INTO login_codes (phone, code_hash, expires_at, attempts, sent_at, sent_count, window_start) \
-             VALUES ($1, $2, $3, 0, $4, $5, $6)",
+             VALUES ($1, $2, $3, 0, $4, 1, $4)",
         )
         .bind(phone)
         .bind(code_hash)
-        .bind(now + limits.ttl_ms)
+        .bind(now + ttl_ms)
         .bind(now)
-        .bind(count)
-        .bind(window_start)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -262,12 +311,17 @@ pub struct SessionRow {
     pub reason: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// Whether the second factor was passed (or, in assisted mode, by the session it came
+    /// from).
+    pub mfa: bool,
+    /// Wrong codes given against this challenge (stage `totp` or `enrol`).
+    pub attempts: i64,
 }
 
 pub async fn create_session(db: &Db, token_hash: &str, s: &SessionRow) -> Result<()> {
     sqlx::query(
-        "INSERT INTO sessions (token_hash, person_id, stage, acting_for, reason, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO sessions (token_hash, person_id, stage, acting_for, reason, created_at, expires_at, mfa, attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
     )
     .bind(token_hash)
     .bind(&s.person_id)
@@ -276,16 +330,61 @@ pub async fn create_session(db: &Db, token_hash: &str, s: &SessionRow) -> Result
     .bind(s.reason.as_deref())
     .bind(s.created_at)
     .bind(s.expires_at)
+    .bind(i64::from(s.mfa))
     .execute(db.pool())
     .await?;
     Ok(())
 }
 
+/// Count a wrong code against the challenge `token_hash`; at `max` the challenge is gone
+/// (sign in again). Returns whether it is gone.
+pub async fn challenge_failed(db: &Db, token_hash: &str, max: i64) -> Result<bool> {
+    super::write_tx!(db, |tx| {
+        sqlx::query("UPDATE sessions SET attempts = attempts + 1 WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut **tx)
+            .await?;
+        let gone = sqlx::query("DELETE FROM sessions WHERE token_hash = $1 AND attempts >= $2")
+            .bind(token_hash)
+            .bind(max)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        Ok(gone > 0)
+    })
+}
+
+/// Turn a challenge into the next stage of signing in (`enrol` → `totp`).
+pub async fn set_stage(db: &Db, token_hash: &str, stage: &str) -> Result<bool> {
+    Ok(
+        sqlx::query("UPDATE sessions SET stage = $1 WHERE token_hash = $2")
+            .bind(stage)
+            .bind(token_hash)
+            .execute(db.pool())
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// End every session of `person` — their own, and the assisted sessions acting for them —
+/// except the one whose token hash is `keep`. Returns how many ended.
+pub async fn end_sessions_of(db: &Db, person: &str, keep: Option<&str>) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM sessions WHERE (person_id = $1 OR acting_for = $1) AND token_hash <> $2",
+    )
+    .bind(person)
+    .bind(keep.unwrap_or(""))
+    .execute(db.pool())
+    .await?
+    .rows_affected())
+}
+
 /// The unexpired session with this token hash.
 pub async fn session(db: &Db, token_hash: &str) -> Result<Option<SessionRow>> {
     let row = sqlx::query(
-        "SELECT person_id, stage, acting_for, reason, created_at, expires_at FROM sessions \
-         WHERE token_hash = $1 AND expires_at > $2",
+        "SELECT person_id, stage, acting_for, reason, created_at, expires_at, mfa, attempts \
+         FROM sessions WHERE token_hash = $1 AND expires_at > $2",
     )
     .bind(token_hash)
     .bind(now_ms())
@@ -299,6 +398,8 @@ pub async fn session(db: &Db, token_hash: &str) -> Result<Option<SessionRow>> {
             reason: r.try_get(3)?,
             created_at: r.try_get(4)?,
             expires_at: r.try_get(5)?,
+            mfa: r.try_get::<i64, _>(6)? != 0,
+            attempts: r.try_get(7)?,
         })
     })
     .transpose()
@@ -336,8 +437,8 @@ pub async fn rotate_session(
     })
 }
 
-/// Drop expired sessions, and login codes that expired and whose hourly sending window
-/// closed (the rate limit no longer needs them); how many rows.
+/// Drop expired sessions, expired login codes and rate-limit rows whose window and lock
+/// have passed; how many rows.
 pub async fn purge_expired(db: &Db) -> Result<u64> {
     let now = now_ms();
     let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
@@ -345,12 +446,12 @@ pub async fn purge_expired(db: &Db) -> Result<u64> {
         .execute(db.pool())
         .await?
         .rows_affected();
-    let codes =
-        sqlx::query("DELETE FROM login_codes WHERE expires_at <= $1 AND window_start <= $2")
-            .bind(now)
-            .bind(now - 3_600_000)
-            .execute(db.pool())
-            .await?
-            .rows_affected();
-    Ok(sessions + codes)
+    let codes = sqlx::query("DELETE FROM login_codes WHERE expires_at <= $1")
+        .bind(now)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    // The longest window a throttle rule uses is an hour.
+    let throttles = super::throttle::purge(db, now, 3_600_000).await?;
+    Ok(sessions + codes + throttles)
 }

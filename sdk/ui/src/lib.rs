@@ -29,7 +29,7 @@ mod form;
 mod validate;
 
 pub use form::{FieldError, Submission};
-pub use validate::{Limits, PageError};
+pub use validate::{Limits, PageError, is_plugin_path};
 
 use serde::{Deserialize, Serialize};
 

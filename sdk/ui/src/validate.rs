@@ -111,6 +111,52 @@ struct Checker<'a> {
     blocks: usize,
 }
 
+/// Whether `p` is a path inside a plugin: resolved against the plugin's base
+/// (`/t/{tenant}/p/{plugin}`) by any URL parser, it stays under that base. So: `/` and then
+/// no second `/` at the start, no backslash, whitespace or control character, no `.` or `..`
+/// segment — written plainly or percent-encoded in any case (`.%2e`, `%2E.`) — and, in the
+/// path part, no percent-encoded `/`, `\`, `%` or control character, which a server or a
+/// later decoding could turn into one of those. The query and fragment may hold anything
+/// else of that.
+pub fn is_plugin_path(p: &str) -> bool {
+    if !p.starts_with('/') || p.starts_with("//") {
+        return false;
+    }
+    if p.chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
+        return false;
+    }
+    // In the path part, every `%` starts an escape of two hex digits, and none escapes a
+    // separator.
+    let path = p.split(['?', '#']).next().unwrap_or("");
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) else {
+                return false;
+            };
+            let decoded = (hi * 16 + lo) as u8;
+            // An escaped `.` is judged with its segment below.
+            if matches!(decoded, b'/' | b'\\' | b'%') || decoded < 0x20 || decoded == 0x7f {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    !path.split('/').any(|segment| {
+        let plain = segment.replace("%2e", ".").replace("%2E", ".");
+        plain == "." || plain == ".."
+    })
+}
+
 fn invalid(at: &str, problem: impl Into<String>) -> PageError {
     PageError::Invalid {
         at: at.to_owned(),
@@ -155,18 +201,10 @@ impl Checker<'_> {
         Ok(())
     }
 
-    /// A path inside the plugin: `/` then no scheme, no `//`, no backslash, no `..` segment.
+    /// A path inside the plugin (see [`is_plugin_path`]).
     fn path(&self, at: &str, p: &str) -> Result<(), PageError> {
         self.string(at, p)?;
-        let ok = p.len() <= self.limits.max_path_chars
-            && p.starts_with('/')
-            && !p.starts_with("//")
-            && !p.contains('\\')
-            && !p.chars().any(char::is_whitespace)
-            && !p
-                .split(['/', '?', '#'])
-                .any(|seg| seg == ".." || seg == "%2e%2e" || seg == "%2E%2E");
-        if !ok {
+        if p.len() > self.limits.max_path_chars || !is_plugin_path(p) {
             return Err(invalid(
                 at,
                 format!("{p:?} is not a path inside the plugin (like /topics/7)"),
@@ -512,6 +550,19 @@ mod tests {
             "//evil.example/x",
             "https://evil.example/",
             "/a/../../api/v1/tenants",
+            "/a/.%2e/.%2e/api/v1/tenants",
+            "/a/%2e./%2E%2E/api/v1",
+            "/a/%2E%2e/api",
+            "/..",
+            "/.",
+            "/a/./b",
+            "/a%2fb",
+            "/a%5c..",
+            "/a%252e%252e/b",
+            "/a%00",
+            "/a%",
+            "/a%zz",
+            "/\\evil.example/",
             "/a\\b",
             "/a b",
             "data:text/html,x",

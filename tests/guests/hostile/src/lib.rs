@@ -60,6 +60,15 @@ impl Plugin for Hostile {
                         {"type": "list", "items": [{"title": "x", "path": "javascript:alert(1)"}]}]}),
                     "offsite-redirect" => serde_json::json!({"linli_page": 1, "title": "t",
                         "redirect": "//evil.example/"}),
+                    // A link, a form action and a redirect to `?to=`: paths that try to
+                    // leave the plugin (`/.%2e/.%2e/api/v1/…`).
+                    "link-to" => serde_json::json!({"linli_page": 1, "title": "t", "body": [
+                        {"type": "list", "items": [{"title": "x", "path": req.query_param("to").unwrap_or_default()}]}]}),
+                    "form-to" => serde_json::json!({"linli_page": 1, "title": "t", "body": [
+                        {"type": "form", "action": req.query_param("to").unwrap_or_default(),
+                         "submit": "go", "fields": []}]}),
+                    "redirect-to" => serde_json::json!({"linli_page": 1, "title": "t",
+                        "redirect": req.query_param("to").unwrap_or_default()}),
                     "deep" => (0..n).fold(serde_json::json!({"type": "text", "text": "x"}), |inner, _| {
                         serde_json::json!({"type": "card", "title": "c", "body": [inner]})
                     }),
@@ -90,10 +99,20 @@ impl Plugin for Hostile {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
             })
-            // Sleep in a host call (wasi poll): the wall-clock deadline must stop it.
-            .get("/sleep", |_, _| {
-                std::thread::sleep(std::time::Duration::from_secs(3600));
+            // Sleep in a host call (wasi poll; `?ms=`, default an hour): the wall-clock
+            // deadline must stop it, and waiting is not the plugin burning CPU.
+            .get("/sleep", |req, _| {
+                let ms = req
+                    .query_param("ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(3_600_000u64);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(Response::text(200, "woke"))
+            })
+            // Redirect to `?to=` with a Location header.
+            .get("/location", |req, _| {
+                Ok(Response::status(302)
+                    .with_header("location", &req.query_param("to").unwrap_or_default()))
             })
             // Allocate until the memory limit refuses.
             .get("/alloc", |_, _| {

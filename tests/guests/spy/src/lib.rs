@@ -25,6 +25,16 @@ impl Plugin for Spy {
             .require("data", "测试隔离", "tests isolation")
             .optional("identity", "测试身份隔离", "tests identity isolation")
             .optional("identity.phone", "测试授权", "tests grants")
+            .optional(
+                "identity.name",
+                "测试设备名",
+                "tests personal devices' names",
+            )
+            .optional(
+                "identity.address",
+                "测试设备位置",
+                "tests personal devices' places",
+            )
             .optional("identity.tags", "测试敏感标签", "tests sensitive tags")
             .optional(
                 "identity.birth-date",
