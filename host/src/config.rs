@@ -101,6 +101,8 @@ impl Default for MessagingConfig {
 pub struct AuthConfig {
     /// How long a session token is valid, in seconds (rotate it to extend).
     pub session_ttl_secs: u64,
+    /// The longest a session lasts from its sign-in, however often it is rotated, in seconds.
+    pub session_max_secs: u64,
     /// Failed sign-ins for one phone from one client address (password or code) after which
     /// that client waits `lockout_secs` for that phone; also the wrong second-factor codes
     /// after which an admin's second factor locks.
@@ -144,6 +146,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             session_ttl_secs: 12 * 3600,
+            session_max_secs: 7 * 24 * 3600,
             max_failures: 5,
             lockout_secs: 15 * 60,
             account_failures: 50,
@@ -502,6 +505,7 @@ impl Config {
         }
         for (name, value) in [
             ("auth.session_ttl_secs", a.session_ttl_secs),
+            ("auth.session_max_secs", a.session_max_secs),
             ("auth.max_failures", u64::from(a.max_failures)),
             ("auth.code_ttl_secs", a.code_ttl_secs),
             ("auth.code_attempts", u64::from(a.code_attempts)),

@@ -1,7 +1,6 @@
 //! The `linli` binary end to end: the demo county, restarts, configuration layering and the
 //! tenant/plugin commands, as a user runs them.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -41,14 +40,6 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub(crate) struct Server {
     child: Child,
     pub(crate) base: String,
@@ -63,16 +54,12 @@ impl Server {
 
     /// `linli serve` on a free port with the demo county, plus these environment variables.
     pub(crate) fn start_with(data_dir: &Path, demo: &Path, env: &[(&str, &str)]) -> Server {
-        let port = free_port();
         let log = data_dir.join("serve.log");
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(linli_bin())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--demo-plugins",
-            ])
+        // Port 0: the server binds a free port itself and prints it in its banner (a port
+        // picked here could be taken by another test's server before this one binds it).
+        let mut child = Command::new(linli_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--demo-plugins"])
             .arg(demo)
             .arg("--data-dir")
             .arg(data_dir)
@@ -83,12 +70,26 @@ impl Server {
             .stderr(out)
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
+        let base = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(at) = text.find("serving on http://") {
+                let rest = &text[at + "serving on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("linli serve exited ({status}):\n{text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "linli serve did not come up:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
         while reqwest::blocking_get_ok(&format!("{base}/healthz")).is_none() {
             assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "linli serve did not come up"
+                started.elapsed() < Duration::from_secs(120),
+                "linli serve did not answer"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

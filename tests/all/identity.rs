@@ -110,6 +110,22 @@ pub(crate) async fn sign_in(h: &TestHost, phone: &str) -> String {
     }
 }
 
+/// What an SMS gateway received, once it holds at least `n` messages (the host sends after
+/// answering, so they arrive a moment later).
+pub(crate) async fn sms_received(
+    inbox: &std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    n: usize,
+) -> Vec<Value> {
+    for _ in 0..200 {
+        let got = inbox.lock().unwrap().clone();
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the SMS gateway did not receive {n} messages")
+}
+
 pub(crate) async fn person_id(h: &TestHost, phone: &str) -> String {
     linli::storage::people::get_by_phone(&h.platform.db, phone)
         .await
@@ -1042,7 +1058,7 @@ async fn sms_code_sign_in(backend: Backend) {
         (429, Some("too_many_requests")),
         "resend throttled"
     );
-    let sent = inbox.lock().unwrap().clone();
+    let sent = sms_received(&inbox, 1).await;
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0]["phone"], LI);
     let code = sent[0]["code"].as_str().unwrap().to_owned();

@@ -150,9 +150,39 @@ async fn a_village_cannot_take_over_another_villages_resident(backend: Backend) 
     }))
     .await;
     assert_eq!(status, 409, "{r}");
-    // 王建国 is exactly as he was, and nothing was recorded for any refusal.
+    // 王建国 is exactly as he was. Each refusal is one audit record and nothing more: its
+    // subject is whoever holds the number, so 西村's admins — and 王建国 in "my data" — see
+    // that someone tried.
     assert_eq!(person(&h, WANG).await, wang);
-    assert_eq!(audit_count(&h).await, records_before);
+    assert_eq!(audit_count(&h).await, records_before + 6);
+    let refused: Vec<_> = linli::storage::audit::query(
+        &h.platform.db,
+        &linli::storage::audit::Query {
+            after: records_before as i64,
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused.iter().all(|r| r.outcome == "refused"),
+        "{refused:?}"
+    );
+    let zhang_id = person(&h, ZHANG).await.id;
+    let subjects: Vec<_> = refused.iter().map(|r| r.subject.clone().unwrap()).collect();
+    assert_eq!(
+        subjects,
+        [
+            wang.id.clone(),
+            wang.id.clone(),
+            wang.id.clone(),
+            wang.id.clone(),
+            zhang_id.clone(),
+            wang.id.clone()
+        ],
+        "{refused:?}"
+    );
     // Nor can the staff reach him to reset a password.
     let (status, _) = call(
         &h,
@@ -199,6 +229,25 @@ async fn a_village_cannot_take_over_another_villages_resident(backend: Backend) 
             .any(|r| r.subject.as_deref() == Some(created.id.as_str())),
         "the new resident's creation is audited with its subject"
     );
+    // Testing numbers by registering them is cut short: at most REFUSALS_PER_HOUR an hour.
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        answers.push(
+            create(serde_json::json!({ "name": "王冒名", "phone": WANG }))
+                .await
+                .0,
+        );
+    }
+    let limited = answers
+        .iter()
+        .position(|s| *s == 429)
+        .expect("refusals are limited");
+    assert_eq!(
+        limited + 6 + 1,
+        linli::platform::REFUSALS_PER_HOUR as usize,
+        "{answers:?}"
+    );
+    assert!(answers[limited..].iter().all(|s| *s == 429), "{answers:?}");
 }
 
 /// An XLSX file of a few KB with cells `A1` and `XFD1048576` (a dense read is ~512 GiB).
@@ -395,6 +444,17 @@ async fn the_three_admins_are_separate(backend: Backend) {
         sign_in(&h, SYSADMIN).await.len() > 10,
         "the system admin is untouched"
     );
+    // Nor does it give its own stand-in any role: whoever registers an account does not also
+    // give it roles.
+    let (status, r) = call(
+        &h,
+        Some(&sec),
+        Method::POST,
+        &format!("/api/v1/people/{puppet}/roles"),
+        Some(role("dongxi", "community-staff")),
+    )
+    .await;
+    assert_eq!(status, 403, "{r}");
 
     // The county root gives the role: an activation code, no secret.
     let (status, given) = call(
@@ -722,6 +782,22 @@ async fn an_assisted_session_ends_with_the_assistants_role(backend: Backend) {
     let assisted = r["token"].as_str().unwrap().to_owned();
     assert_eq!(get(&h, &assisted, "/t/dongcun/p/hello/me").await.0, 200);
     let grid_id = person_id(&h, GRID).await;
+    // A security admin exporting the grid worker's data gets what was done with it, not the
+    // audit trail of what the grid worker did for residents (that is the audit admin's).
+    let sec = sign_in(&h, SECADMIN).await;
+    let (status, doc) = get(&h, &sec, &format!("/api/v1/people/{grid_id}/export")).await;
+    assert_eq!(status, 200, "{doc}");
+    let li_id = person_id(&h, LI).await;
+    let records = doc["audit"].as_array().unwrap();
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| r["subject"] == grid_id.as_str()),
+        "{records:?}"
+    );
+    assert!(
+        !doc.to_string().contains(&li_id),
+        "nothing of the resident acted for"
+    );
     let (status, _) = call(
         &h,
         Some(ADMIN_TOKEN),
@@ -790,6 +866,33 @@ async fn device_and_hook_routes_check_credentials_before_the_body(backend: Backe
     ] {
         assert_eq!(post_unfinished_body(&h, path, token).await, 401, "{path}");
     }
+    // A plugin that is not there, and an upload by someone who may not install.
+    assert_eq!(
+        post_unfinished_body(&h, "/t/dongcun/p/no-such-plugin/x", None).await,
+        404
+    );
+    let zhang = sign_in(&h, ZHANG).await;
+    for path in [
+        "/api/v1/tenants/dongcun/plugins",
+        "/api/v1/tenants/dongcun/people/import",
+        "/api/v1/tenants/dongcun/devices/import",
+    ] {
+        assert_eq!(
+            post_unfinished_body(&h, path, Some(&zhang)).await,
+            403,
+            "{path}"
+        );
+    }
+    // Other admin routes take JSON of at most 64 KiB.
+    let (status, _) = call(
+        &h,
+        Some(&zhang),
+        Method::POST,
+        "/api/v1/tenants",
+        Some(serde_json::json!({ "id": "x", "kind": "county", "name_zh": "x".repeat(1 << 20), "name_en": "x" })),
+    )
+    .await;
+    assert_eq!(status, 413);
     let secret = h
         .platform
         .rotate_device_secret(&linli_tests::ROOT, "dongcun-sos-li")
@@ -982,6 +1085,22 @@ async fn personal_devices_do_not_name_their_wearer(backend: Backend) {
     let d = &r["devices"][0];
     assert_eq!(d["name"], "李桂兰家紧急呼叫按钮", "{r}");
     assert_eq!(d["location"], "dongcun/东村二组8号", "{r}");
+    // A personal device is a resident's: nobody binds one to staff or an admin.
+    for phone in [GRID, SYSADMIN] {
+        let id = person_id(&h, phone).await;
+        let (status, r) = call(
+            &h,
+            Some(&staff),
+            Method::POST,
+            "/api/v1/tenants/dongcun/devices",
+            Some(serde_json::json!({
+                "id": format!("band-{}", &phone[7..]), "kind": "wearable", "name": "手环", "person": id,
+            })),
+        )
+        .await;
+        assert_eq!(status, 400, "{r}");
+        assert!(r.to_string().contains("no such person"), "{r}");
+    }
 }
 
 /// Finding 6: the lockout tells no registered phone apart, one client cannot lock another
@@ -1079,7 +1198,7 @@ async fn lockout_is_per_client_and_tells_nothing(backend: Backend) {
             .send()
     };
     assert_eq!(send(WANG).await.unwrap().status().as_u16(), 202);
-    let code = inbox.lock().unwrap().last().unwrap()["code"]
+    let code = crate::identity::sms_received(&inbox, 1).await[0]["code"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -1100,7 +1219,7 @@ async fn sign_in_codes_are_limited_per_client_and_store_nothing_for_strangers(ba
     let h = demo_tweaked(backend, &[HELLO], |c| {
         c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
         c.auth.codes_per_client_per_hour = 5;
-        c.auth.codes_per_hour_total = 8;
+        c.auth.codes_per_hour_total = 2;
     })
     .await;
     let send = |phone: String, client: &'static str| {
@@ -1122,19 +1241,24 @@ async fn sign_in_codes_are_limited_per_client_and_store_nothing_for_strangers(ba
         from_one.push(send(format!("1382000{i:04}"), "10.0.0.1").await);
     }
     assert_eq!(from_one, [202, 202, 202, 202, 202, 429]);
-    // The county's hourly total: 8 in all (5 counted above).
-    let mut others = Vec::new();
-    for i in 0..4 {
-        others.push(send(format!("1383000{i:04}"), "10.0.0.2").await);
+    // The same phone again at once, from elsewhere: the per-phone gap applies to strangers
+    // and residents alike.
+    assert_eq!(send("13820000000".into(), "10.0.0.9").await, 429);
+    // The county's hourly total counts codes actually sent (2 here): the third resident
+    // to ask waits.
+    let mut residents = Vec::new();
+    for (phone, client) in [(ZHANG, "10.0.0.2"), (LI, "10.0.0.3"), (WANG, "10.0.0.4")] {
+        residents.push(send(phone.into(), client).await);
     }
-    assert_eq!(others, [202, 202, 202, 429]);
+    assert_eq!(residents, [202, 202, 429]);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM login_codes")
         .fetch_one(h.platform.db.pool())
         .await
         .unwrap();
-    assert_eq!(rows, 0, "no code stored for numbers nobody has");
-    // The same phone again at once: the per-phone gap applies to strangers and residents alike.
-    assert_eq!(send("13820000000".into(), "10.0.0.3").await, 429);
+    assert_eq!(
+        rows, 2,
+        "codes stored for the two residents only, none for numbers nobody has"
+    );
 }
 
 /// Finding 6: no cookie signs a request in, a changing request from another site is
@@ -1187,7 +1311,12 @@ async fn no_cross_site_requests_and_no_cached_personal_data(backend: Backend) {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    for path in ["/api/v1/me", "/api/v1/me/export", "/api/v1/me/inbox"] {
+    for path in [
+        "/api/v1/me",
+        "/api/v1/me/export",
+        "/api/v1/me/inbox",
+        "/t/dongcun/p/hello/me",
+    ] {
         let r = h
             .client
             .get(h.url(path))
@@ -1196,17 +1325,214 @@ async fn no_cross_site_requests_and_no_cached_personal_data(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
-        assert_eq!(
-            r.headers()
-                .get("cache-control")
-                .map(|v| v.to_str().unwrap()),
-            Some("no-store"),
-            "{path}"
-        );
+        let cache = r
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(cache.is_some_and(|c| c.contains("no-store")), "{path}");
     }
 }
 
+/// Review of the fixes: parallel guesses cannot slip past the limits — the attempt is
+/// counted before its password or code is checked.
+async fn parallel_guesses_cannot_slip_past_the_limits(backend: Backend) {
+    let h = demo_tweaked(backend, &[HELLO], |c| {
+        c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let mut guesses = Vec::new();
+    for i in 0..30 {
+        let client = h.client.clone();
+        let url = h.url("/api/v1/auth/password");
+        guesses.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .header("x-forwarded-for", "10.0.0.1")
+                .json(
+                    &serde_json::json!({ "phone": ZHANG, "password": format!("guess-number-{i}") }),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut answers = Vec::new();
+    for g in guesses {
+        answers.push(g.await.unwrap());
+    }
+    let checked = answers.iter().filter(|s| **s == 401).count();
+    assert_eq!(
+        checked, 4,
+        "only auth.max_failures - 1 wrong passwords get an answer: {answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|s| **s == 423).count(),
+        26,
+        "{answers:?}"
+    );
+
+    // Twenty wrong codes at once on one challenge: three are checked.
+    let (_, r) = call(
+        &h,
+        None,
+        Method::POST,
+        "/api/v1/auth/password",
+        Some(serde_json::json!({ "phone": SYSADMIN, "password": DEMO_PASSWORD })),
+    )
+    .await;
+    let good = linli::identity::auth::totp_now(DEMO_TOTP_SECRET).unwrap();
+    let wrong = format!(
+        "{:06}",
+        (good.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let mut guesses = Vec::new();
+    for _ in 0..20 {
+        let client = h.client.clone();
+        let url = h.url("/api/v1/auth/totp");
+        let body = serde_json::json!({ "challenge": r["challenge"], "code": wrong });
+        guesses.push(tokio::spawn(async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (
+                status,
+                v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        }));
+    }
+    let mut wrong_answers = 0;
+    for g in guesses {
+        let (status, message) = g.await.unwrap();
+        assert_eq!(status, 401, "{message}");
+        if message.contains("wrong phone, password or code") {
+            wrong_answers += 1;
+        }
+    }
+    assert!(wrong_answers <= 3, "{wrong_answers} codes were checked");
+    let sys_id = person_id(&h, SYSADMIN).await;
+    let creds = linli::storage::sessions::credentials(&h.platform.db, &sys_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        creds.totp_failures <= 3 && creds.locked_until == 0,
+        "{creds:?}"
+    );
+}
+
+/// Review of the fixes: a session is made only for the password its sign-in checked — a
+/// reset that lands while a sign-in is checking the old password leaves it nothing.
+async fn a_reset_racing_a_sign_in_leaves_it_nothing(backend: Backend) {
+    let h = demo_with(backend, &[HELLO]).await;
+    let zhang = person(&h, ZHANG).await;
+    let db = &h.platform.db;
+    let creds = linli::storage::sessions::credentials(db, &zhang.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let row = || linli::storage::sessions::SessionRow {
+        person_id: zhang.id.clone(),
+        stage: "full".into(),
+        acting_for: None,
+        reason: None,
+        created_at: linli::storage::now_ms(),
+        expires_at: linli::storage::now_ms() + 60_000,
+        mfa: false,
+        attempts: 0,
+    };
+    assert!(
+        linli::storage::sessions::create_session_if(db, "hash-before", &row(), creds.generation)
+            .await
+            .unwrap()
+    );
+    let staff = sign_in(&h, STAFF).await;
+    let (status, _) = call(
+        &h,
+        Some(&staff),
+        Method::PUT,
+        &format!("/api/v1/people/{}/password", zhang.id),
+        Some(serde_json::json!({ "password": "Reset-by-staff-2" })),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(
+        !linli::storage::sessions::create_session_if(db, "hash-after", &row(), creds.generation)
+            .await
+            .unwrap(),
+        "a sign-in that checked the old password gets no session"
+    );
+    assert!(
+        linli::storage::sessions::session(db, "hash-before")
+            .await
+            .unwrap()
+            .is_none(),
+        "and the one made before the reset ended with it"
+    );
+}
+
+/// Review of the fixes: acting on an account acts on everything its roles reach — an admin of
+/// a village cannot reset the password of someone who also works for the township.
+async fn acting_on_an_account_needs_reach_over_its_roles(backend: Backend) {
+    let h = demo_with(backend, &[HELLO]).await;
+    let p = &h.platform;
+    let root = linli_tests::ROOT;
+    let grid_id = person_id(&h, GRID).await;
+    // A security admin of 东村 only.
+    let mut village_admin = person(&h, STAFF).await;
+    village_admin.id = "p-village-admin".into();
+    let principal =
+        linli::identity::Principal::Person(std::sync::Arc::new(linli::identity::Session {
+            token_hash: String::new(),
+            person: village_admin,
+            roles: vec![linli::storage::people::RoleAt {
+                tenant: "dongcun".into(),
+                role: "security-admin".into(),
+            }],
+            acting_for: None,
+            expires_at: i64::MAX,
+            mfa: true,
+            created_at: 0,
+        }));
+    // The grid worker (home 东村) also works for the township.
+    p.assign_role(&root, &grid_id, "dongxi", "community-staff")
+        .await
+        .unwrap();
+    let e = p
+        .set_password(&principal, &grid_id, "Taken-over-3")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, linli::platform::PlatformError::NotFound(_)),
+        "{e}"
+    );
+    let e = p.unlock(&principal, &grid_id).await.unwrap_err();
+    assert!(
+        matches!(e, linli::platform::PlatformError::NotFound(_)),
+        "{e}"
+    );
+    let e = p
+        .assign_role(&principal, &grid_id, "dongcun", "community-staff")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, linli::platform::PlatformError::NotFound(_)),
+        "{e}"
+    );
+    // Only within 东村 again, the village's admin may.
+    p.revoke_role(&root, &grid_id, "dongxi", "community-staff")
+        .await
+        .unwrap();
+    p.set_password(&principal, &grid_id, "Reset-by-village-4")
+        .await
+        .unwrap();
+}
+
 on_both_backends!(
+    parallel_guesses_cannot_slip_past_the_limits,
+    a_reset_racing_a_sign_in_leaves_it_nothing,
+    acting_on_an_account_needs_reach_over_its_roles,
     a_village_cannot_take_over_another_villages_resident,
     one_small_xlsx_cannot_take_the_host_down,
     the_three_admins_are_separate,

@@ -6,12 +6,19 @@ ALTER TABLE credentials ADD COLUMN totp_failures BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE credentials ADD COLUMN totp_pending TEXT;
 ALTER TABLE credentials ADD COLUMN activation_hash TEXT;
 ALTER TABLE credentials ADD COLUMN activation_expires_at BIGINT NOT NULL DEFAULT 0;
+-- Bumped whenever the password is set: a session is made only for the generation whose
+-- password its sign-in checked, so a reset racing a sign-in leaves that sign-in nothing.
+ALTER TABLE credentials ADD COLUMN generation BIGINT NOT NULL DEFAULT 0;
 
 -- Whether a session passed the second factor (an admin role needs one that did), and the
 -- wrong codes given against a sign-in challenge (a challenge takes only a few).
 ALTER TABLE sessions ADD COLUMN mfa BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE sessions ADD COLUMN attempts BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX sessions_acting_for ON sessions (acting_for);
+
+-- Who registered a person (a person id, `admin` or `system`): whoever registers a staff
+-- account does not also give it roles (the county root excepted).
+ALTER TABLE people ADD COLUMN created_by TEXT;
 
 -- Rate limits of signing in and of sending codes, by client address, by phone and in all:
 -- keys are hashes (`c:…`, `p:…`, `pc:…:…`), the same for registered and unknown numbers,

@@ -143,8 +143,13 @@ pub(super) async fn import_devices(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<DeviceImportReport>), ApiError> {
-    p.authorize(&who, crate::identity::Permission::ManageDevices, &tenant)
-        .await?;
+    if let Err(e) = p
+        .authorize(&who, crate::identity::Permission::ManageDevices, &tenant)
+        .await
+    {
+        super::linger(body);
+        return Err(e.into());
+    }
     let body = super::people::import_body(&p, body).await?;
     let format = super::people::import_format(&headers, &body);
     let report = p.import_devices(&who, &tenant, format, &body).await?;
@@ -240,7 +245,10 @@ pub(super) async fn device_message(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    device_auth(&p, &id, &headers).await?;
+    if let Err(e) = device_auth(&p, &id, &headers).await {
+        super::linger(body);
+        return Err(e);
+    }
     let body = read_body(
         body,
         p.config.devices.payload_bytes,
@@ -351,7 +359,10 @@ pub(super) async fn answer_command(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    device_auth(&p, &id, &headers).await?;
+    if let Err(e) = device_auth(&p, &id, &headers).await {
+        super::linger(body);
+        return Err(e);
+    }
     let body = read_body(
         body,
         p.config.devices.payload_bytes,
@@ -467,7 +478,10 @@ pub(super) async fn broker_auth(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BrokerVerdict>), ApiError> {
-    hook_allowed(&p, &headers).await?;
+    if let Err(e) = hook_allowed(&p, &headers).await {
+        super::linger(body);
+        return Err(e);
+    }
     let ask = hook_ask(body).await?;
     let password = ask.password.unwrap_or_default();
     let cfg = &p.config.devices;
@@ -501,7 +515,10 @@ pub(super) async fn broker_acl(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BrokerVerdict>), ApiError> {
-    hook_allowed(&p, &headers).await?;
+    if let Err(e) = hook_allowed(&p, &headers).await {
+        super::linger(body);
+        return Err(e);
+    }
     let ask = hook_ask(body).await?;
     let topic = ask.topic.unwrap_or_default();
     let cfg = &p.config.devices;

@@ -81,6 +81,10 @@ pub(super) async fn gateway(
     };
     let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
     let (parts, body) = request.into_parts();
+    if let Err(e) = platform.plugin_reachable(&tenant, &plugin).await {
+        super::linger(body);
+        return ApiError::from(e).into_response();
+    }
     let limit = platform.config.limits.hostcall_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -114,7 +118,18 @@ pub(super) async fn gateway(
         .await
     {
         Ok(r) => match checked_page(&r) {
-            Ok(()) => plugin_response(r, &format!("/t/{tenant}/p/{plugin}")),
+            Ok(()) => {
+                let mut response = plugin_response(r, &format!("/t/{tenant}/p/{plugin}"));
+                if session.is_some() {
+                    // An answer for a signed-in person is theirs alone: never kept by a
+                    // browser or a proxy, whatever the plugin says.
+                    response.headers_mut().insert(
+                        axum::http::header::CACHE_CONTROL,
+                        HeaderValue::from_static("private, no-store"),
+                    );
+                }
+                response
+            }
             Err(e) => {
                 tracing::warn!(%tenant, %plugin, error = %e, "plugin returned an invalid page");
                 platform.metrics.invalid_page(&tenant, &plugin);

@@ -176,8 +176,36 @@ fn with_self_path(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
     doc
 }
 
+/// A request refused before its body was read: the body is read and thrown away in the
+/// background (at most 64 MiB, for at most 10 s), never kept. The answer goes out at once;
+/// the client, still sending, gets to read it instead of a reset connection (what nginx
+/// calls a lingering close).
+pub(crate) fn linger(body: axum::body::Body) {
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let drain = async {
+            let mut data = body.into_data_stream();
+            let mut seen = 0usize;
+            while let Some(Ok(chunk)) = data.next().await {
+                seen += chunk.len();
+                if seen > 64 << 20 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    });
+}
+
 /// A request body that is not the JSON a route expects.
 pub(crate) fn bad_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            "请求体过大（上限 64 KiB） / request body over 64 KiB",
+        );
+    }
     ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request",

@@ -133,7 +133,10 @@ pub(super) async fn import_people(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<ImportReport>), ApiError> {
-    p.authorize(&who, Permission::ManagePeople, &tenant).await?;
+    if let Err(e) = p.authorize(&who, Permission::ManagePeople, &tenant).await {
+        super::linger(body);
+        return Err(e.into());
+    }
     let body = import_body(&p, body).await?;
     let format = import_format(&headers, &body);
     let report = p.import_people(&who, &tenant, format, &body).await?;

@@ -126,28 +126,55 @@ impl FromRequestParts<Arc<Platform>> for ClientAddr {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
-        let Some(mut ip) = peer else {
+        let Some(peer) = peer else {
             return Ok(ClientAddr("unknown".into()));
         };
         let trusted = &platform.config.auth.trusted_proxies;
-        if trusted.contains(&ip) {
-            let forwarded: Vec<std::net::IpAddr> = parts
+        let mut client = client_of(peer);
+        if trusted.contains(&peer) {
+            let hops: Vec<&str> = parts
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse().ok())
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
                 .collect();
             // Walk back from the nearest hop: the first address a trusted proxy did not add.
-            for hop in forwarded.iter().rev() {
-                ip = *hop;
-                if !trusted.contains(hop) {
-                    break;
+            for hop in hops.iter().rev() {
+                match parse_hop(hop) {
+                    Some(ip) if trusted.contains(&ip) => continue,
+                    Some(ip) => client = client_of(ip),
+                    // Not an address (a proxy's own notation): taken as it is, bounded.
+                    None => client = hop.chars().take(64).collect(),
                 }
+                break;
             }
         }
-        Ok(ClientAddr(ip.to_string()))
+        Ok(ClientAddr(client))
+    }
+}
+
+/// An `X-Forwarded-For` hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:5678`.
+fn parse_hop(hop: &str) -> Option<std::net::IpAddr> {
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+/// The rate limits' name for a client address: an IPv4 address as it is, an IPv6 address by
+/// its /64 (one subscriber's network: rotating within it is still one client).
+fn client_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -167,5 +194,23 @@ impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
             )),
             _ => Err(sign_in_required()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_by_address_and_ipv6_network() {
+        assert_eq!(client_of("10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(
+            client_of("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            client_of("2001:db8:1:2:bbbb::9".parse().unwrap())
+        );
+        assert_eq!(client_of("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(parse_hop("1.2.3.4:80"), "1.2.3.4".parse().ok());
+        assert_eq!(parse_hop("[2001:db8::1]:443"), "2001:db8::1".parse().ok());
+        assert_eq!(parse_hop("unknown"), None);
     }
 }

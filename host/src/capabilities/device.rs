@@ -109,7 +109,10 @@ impl device::Host for HostState {
             .map(|d| {
                 let personal = d.kind.personal();
                 device::DeviceInfo {
-                    location: if d.location.is_empty() || (personal && !show_address) {
+                    location: if personal && !show_address {
+                        // The village, not the node: a household node would name the home.
+                        tenant.to_owned()
+                    } else if d.location.is_empty() {
                         d.tenant.clone()
                     } else {
                         format!("{}/{}", d.tenant, d.location)

@@ -64,6 +64,53 @@ pub fn verify_password(pw: &str, stored: &str) -> bool {
         .is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
 }
 
+/// The argon2 computations allowed at once: each takes ~19 MiB and a core for tens of
+/// milliseconds, so a flood of sign-ins must queue (and, past a few seconds, be told the
+/// service is busy) rather than start one each on the blocking pool.
+fn argon_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.max(2))
+    })
+}
+
+/// No argon2 slot came free in time: the service is busy.
+#[derive(Debug)]
+pub struct Busy;
+
+/// Run `work` (an argon2 computation) on the blocking pool once a slot is free.
+async fn with_argon_slot<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Busy> {
+    let _permit = tokio::time::timeout(std::time::Duration::from_secs(5), argon_slots().acquire())
+        .await
+        .map_err(|_| Busy)?
+        .map_err(|_| Busy)?;
+    tokio::task::spawn_blocking(work).await.map_err(|_| Busy)
+}
+
+/// Whether `pw` matches `stored` — or, with nothing stored, a dummy check of the same cost,
+/// so the time taken does not tell whether the account exists.
+pub async fn check_password(pw: &str, stored: Option<&str>) -> Result<bool, Busy> {
+    let pw = pw.to_owned();
+    let stored = stored.map(str::to_owned);
+    with_argon_slot(move || match stored {
+        Some(h) => verify_password(&pw, &h),
+        None => {
+            dummy_verify(&pw);
+            false
+        }
+    })
+    .await
+}
+
+/// [`hash_password`] in an argon2 slot.
+pub async fn hash_password_limited(pw: &str) -> Result<anyhow::Result<String>, Busy> {
+    let pw = pw.to_owned();
+    with_argon_slot(move || hash_password(&pw)).await
+}
+
 /// A hash with the same cost as a real one, verified when the account does not exist so
 /// that the answer takes as long either way.
 pub fn dummy_verify(pw: &str) {

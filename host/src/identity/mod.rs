@@ -103,6 +103,8 @@ pub struct Session {
     pub expires_at: i64,
     /// Whether the second factor was passed (an admin role needs it).
     pub mfa: bool,
+    /// When it was signed in (rotation never extends it past `auth.session_max_secs`).
+    pub created_at: i64,
 }
 
 /// Who is making an API call.

@@ -13,6 +13,7 @@ use crate::identity::{Permission, Principal};
 use crate::storage::devices::{
     self, Device, DeviceInput, DeviceKind, DeviceStatus, Filter, Upserted,
 };
+use crate::storage::people::PersonKind;
 use crate::storage::{StorageError, audit, now_ms, people, tenants};
 
 /// A device just registered (or given a new secret): the secret is shown this once.
@@ -132,7 +133,9 @@ impl Platform {
                     format!("{tenant} 没有这位人员 / no such person at {tenant}"),
                 )
             };
-            let Some(p) = found.filter(|p| p.status == "active") else {
+            // Only a resident wears a personal device: nobody binds one to staff or admins.
+            let Some(p) = found.filter(|p| p.status == "active" && p.kind == PersonKind::Resident)
+            else {
                 return Err(nobody());
             };
             let home = tenants::path(&self.db, &p.tenant)
@@ -325,11 +328,9 @@ impl Platform {
     ) -> Result<DeviceImportReport, PlatformError> {
         self.authorize(principal, Permission::ManageDevices, tenant)
             .await?;
-        let table = match format {
-            ImportFormat::Csv => super::roster::read_csv(bytes),
-            ImportFormat::Xlsx => super::roster::read_xlsx(bytes),
-        }
-        .map_err(PlatformError::Invalid)?;
+        let table = super::roster::read(format, bytes)
+            .await
+            .map_err(PlatformError::Invalid)?;
         if table.rows.len() > IMPORT_MAX_ROWS {
             return Err(PlatformError::Invalid(format!(
                 "一次最多导入 {IMPORT_MAX_ROWS} 行 / at most {IMPORT_MAX_ROWS} rows per import"
@@ -362,6 +363,16 @@ impl Platform {
             let mut counts = (0usize, 0usize, 0usize);
             let mut created = Vec::new();
             for ((_, home, input), (secret, hash)) in rows.iter().zip(&fresh) {
+                // Checked again here: a device another place registered with this id since
+                // the rows were checked is not taken over.
+                if let Some(at) = devices::tenant_of_in(tx, &input.id).await?
+                    && !subtree.contains(&at)
+                {
+                    return Err(crate::storage::StorageError::Conflict(format!(
+                        "设备编号已被使用 / device id {} is taken",
+                        input.id
+                    )));
+                }
                 match devices::upsert_in(tx, home, input, hash, false, now).await? {
                     (_, Upserted::Created) => {
                         counts.0 += 1;

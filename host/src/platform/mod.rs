@@ -27,7 +27,7 @@ pub mod telemetry;
 pub use demo::{DEMO_PASSWORD, DEMO_PHONE, DEMO_TOTP_SECRET, demo_accounts};
 pub use devices::{DeviceImportReport, DeviceWithSecret, NewSecret};
 pub use grants::{GrantChoice, GrantDiff};
-pub use people::{ImportFormat, ImportReport, PersonView, RoleGiven, RowError};
+pub use people::{ImportFormat, ImportReport, PersonView, REFUSALS_PER_HOUR, RoleGiven, RowError};
 pub use sessions::SignIn;
 
 use std::collections::BTreeSet;
@@ -219,7 +219,7 @@ pub struct Platform {
     pub db: Db,
     pub runtime: Runtime,
     pub metrics: Metrics,
-    sms: Box<dyn SmsSender>,
+    sms: Arc<dyn SmsSender>,
     installs: Mutex<HashMap<Key, Cached>>,
     traps: Mutex<HashMap<Key, VecDeque<Instant>>>,
     log_limiters: Mutex<HashMap<Key, Arc<LogLimiter>>>,
@@ -244,7 +244,7 @@ impl Platform {
         .await
         .context("connecting to the database")?;
         let runtime = Runtime::new(&config.limits, Arc::new(dir))?;
-        let sms = crate::identity::auth::sms_sender(&config.auth.sms)?;
+        let sms: Arc<dyn SmsSender> = crate::identity::auth::sms_sender(&config.auth.sms)?.into();
         let metrics = Metrics::new();
         let commands = Arc::new(crate::commands::CommandBus::new(
             db.clone(),
@@ -1043,6 +1043,28 @@ impl Platform {
 
     /// Hand a request for `tenant` to a fresh instance of `plugin` (installed there or above
     /// it), on behalf of `session` (`None`: anonymous).
+    /// Whether a request to `plugin` at `tenant` would reach it (the tenant exists and the
+    /// plugin serves it, active): the gateway asks before it reads a request's body, so a
+    /// body sent to nothing is never buffered. (Cached; `handle_request` checks again.)
+    pub async fn plugin_reachable(&self, tenant: &str, plugin: &str) -> Result<(), PlatformError> {
+        let path = tenants::path(&self.db, tenant).await?;
+        if path.is_empty() {
+            return Err(PlatformError::TenantNotFound(tenant.to_owned()));
+        }
+        match self.cached_install(&path, plugin).await? {
+            None => Err(PlatformError::NotInstalled {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
+            }),
+            Some(row) if row.status == Status::Suspended => Err(PlatformError::Suspended {
+                tenant: row.tenant_id.clone(),
+                plugin: plugin.to_owned(),
+                reason: row.status_reason.unwrap_or_default(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     pub async fn handle_request(
         &self,
         session: Option<&Session>,

@@ -14,6 +14,10 @@ use crate::storage::people::{self, Filter, Person, PersonInput, PersonKind, Upse
 use crate::storage::sessions::{self as store, Secret};
 use crate::storage::{StorageError, audit, inbox, kv, now_ms, tenants};
 
+/// Refused registrations (a phone or ID number held by someone else) one person may cause an
+/// hour before being told to stop.
+pub const REFUSALS_PER_HOUR: i64 = 20;
+
 /// Most data rows one import may hold.
 pub const IMPORT_MAX_ROWS: usize = 50_000;
 
@@ -83,6 +87,12 @@ pub struct RoleGiven {
     pub activation_expires_at: Option<i64>,
 }
 
+fn too_many_refusals() -> PlatformError {
+    PlatformError::TooMany(format!(
+        "登记被拒次数过多，请一小时后再试 / more than {REFUSALS_PER_HOUR} refused registrations this hour; try again later"
+    ))
+}
+
 /// The county root: the bootstrap admin token, the CLI on the server, or the host itself.
 fn is_root(principal: &Principal) -> bool {
     matches!(principal, Principal::Root | Principal::System)
@@ -114,6 +124,7 @@ impl Platform {
             Permission::ManageRoles
         };
         self.authorize(principal, perm, tenant).await?;
+        self.not_over_refusals(principal).await?;
         people::validate(input)
             .map_err(|(field, msg)| PlatformError::Invalid(format!("{field}: {msg}")))?;
         let hash = match password {
@@ -123,7 +134,7 @@ impl Platform {
         let now = now_ms();
         let (actor, assistant) = principal.actor();
         let id = crate::storage::write_tx!(&self.db, |tx| {
-            let id = people::create_in(tx, kind, tenant, input, now).await?;
+            let id = people::create_in(tx, kind, tenant, input, now, actor).await?;
             if let Some(hash) = &hash {
                 store::set_secret_in(tx, &id, Secret::Password, Some(hash), now).await?;
             }
@@ -144,15 +155,79 @@ impl Platform {
             )
             .await?;
             Ok(id)
-        })
-        .inspect_err(|e| {
-            if matches!(e, StorageError::Conflict(_)) {
+        });
+        let id = match id {
+            Ok(id) => id,
+            Err(StorageError::Conflict(m)) => {
                 tracing::info!(%tenant, "person not created: phone or ID number taken");
+                self.refused_registration(principal, tenant, "person.create", input, 0)
+                    .await?;
+                return Err(PlatformError::Conflict(m));
             }
-        })?;
+            Err(e) => return Err(e.into()),
+        };
         people::get(&self.db, &id)
             .await?
             .ok_or_else(|| PlatformError::NotFound(id))
+    }
+
+    /// A registration refused because the phone or ID number is someone's already: one audit
+    /// record, whose subject is that someone (their village's admins and they themselves see
+    /// it), with the refused row; nothing else is written. A caller refused more than
+    /// [`REFUSALS_PER_HOUR`] times an hour is told to stop (429): registering people does not
+    /// take many refusals, testing whether numbers are registered does.
+    async fn refused_registration(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        action: &str,
+        input: &PersonInput,
+        row: usize,
+    ) -> Result<(), PlatformError> {
+        let holder = people::holder_of(&self.db, input).await?;
+        self.audit_as(
+            principal,
+            audit::Event {
+                tenant: Some(tenant),
+                action,
+                subject: holder.as_deref(),
+                outcome: "refused",
+                detail: serde_json::json!({ "reason": "taken", "row": row }),
+                ..audit::Event::default()
+            },
+        )
+        .await?;
+        let rule = crate::storage::throttle::Rule {
+            limit: REFUSALS_PER_HOUR,
+            window_ms: 3_600_000,
+            lock_ms: 0,
+            min_gap_ms: 0,
+        };
+        if let crate::storage::throttle::Hit::Blocked { .. } =
+            crate::storage::throttle::hit(&self.db, &self.refusals_key(principal), rule, now_ms())
+                .await?
+        {
+            return Err(too_many_refusals());
+        }
+        Ok(())
+    }
+
+    /// The rate-limit key of a person's refused registrations.
+    fn refusals_key(&self, principal: &Principal) -> String {
+        crate::storage::throttle::key(&self.db, "rf", &[principal.actor().0])
+    }
+
+    /// Refuse at once (nothing checked, nothing recorded) someone over
+    /// [`REFUSALS_PER_HOUR`].
+    async fn not_over_refusals(&self, principal: &Principal) -> Result<(), PlatformError> {
+        let key = self.refusals_key(principal);
+        if crate::storage::throttle::blocked(&self.db, &key, now_ms())
+            .await?
+            .is_some()
+        {
+            return Err(too_many_refusals());
+        }
+        Ok(())
     }
 
     /// People whose home is in `tenant`'s subtree, masked, a page at a time.
@@ -224,6 +299,28 @@ impl Platform {
         Ok(serde_json::to_value(&person).expect("serialises"))
     }
 
+    /// The person `id`, if `principal` holds `permission` at their home tenant *and* at every
+    /// tenant where they hold a role: acting on an account (its password, lock, roles,
+    /// erasure) acts on everything its roles reach, so a village's admin cannot take over
+    /// someone who works for the township. Out of reach is not found.
+    async fn person_fully_in_reach(
+        &self,
+        principal: &Principal,
+        id: &str,
+        permission: Permission,
+    ) -> Result<Person, PlatformError> {
+        let person = self.person_in_reach(principal, id, permission).await?;
+        for role in people::roles_of(&self.db, &person.id).await? {
+            let path = tenants::path(&self.db, &role.tenant).await?;
+            if !principal.allows(permission, &path) {
+                return Err(PlatformError::NotFound(format!(
+                    "人员不存在 / no such person: {id}"
+                )));
+            }
+        }
+        Ok(person)
+    }
+
     /// The person `id`, if `principal` holds `permission` at their home tenant. Someone out
     /// of reach is reported as not found, so ids of other places cannot be probed.
     async fn person_in_reach(
@@ -253,11 +350,10 @@ impl Platform {
     ) -> Result<ImportReport, PlatformError> {
         self.authorize(principal, Permission::ManagePeople, tenant)
             .await?;
-        let table = match format {
-            ImportFormat::Csv => super::roster::read_csv(bytes),
-            ImportFormat::Xlsx => super::roster::read_xlsx(bytes),
-        }
-        .map_err(PlatformError::Invalid)?;
+        self.not_over_refusals(principal).await?;
+        let table = super::roster::read(format, bytes)
+            .await
+            .map_err(PlatformError::Invalid)?;
         let subtree = tenants::subtree(&self.db, tenant).await?;
         let (rows, errors) = super::roster::rows(&table, tenant, &subtree);
         // Re-importing a sheet without some columns leaves those fields as they are.
@@ -280,69 +376,77 @@ impl Platform {
         let outcome = crate::storage::write_tx!(&self.db, |tx| {
             let mut counts = (0usize, 0usize, 0usize);
             let mut errors = Vec::new();
+            let mut changed = Vec::new();
             for (line, home, input) in &rows {
                 // Only people whose home is in the importing tenant's subtree are matched
                 // and updated; anyone else's phone or ID number refuses the row.
-                let (id, detail) = match people::upsert_in(
+                match people::upsert_in(
                     tx,
                     PersonKind::Resident,
                     home,
                     input,
                     now,
-                    &subtree,
-                    &absent,
+                    &people::Upsert {
+                        reach: &subtree,
+                        keep: &absent,
+                        created_by: actor,
+                    },
                 )
                 .await
                 {
                     Ok((id, Upserted::Created)) => {
                         counts.0 += 1;
-                        (id, serde_json::json!({ "via": "import", "created": true }))
+                        changed.push((
+                            id,
+                            home,
+                            "person.create",
+                            serde_json::json!({ "via": "import" }),
+                        ));
                     }
                     Ok((id, Upserted::Updated { fields, moved_from })) => {
                         counts.1 += 1;
-                        (
+                        changed.push((
                             id,
+                            home,
+                            "person.update",
                             serde_json::json!({ "via": "import", "fields": fields, "moved_from": moved_from }),
-                        )
+                        ));
                     }
-                    Ok((_, Upserted::Unchanged)) => {
-                        counts.2 += 1;
-                        continue;
-                    }
+                    Ok((_, Upserted::Unchanged)) => counts.2 += 1,
                     Err(StorageError::Conflict(m)) => {
+                        // The first refusal ends the import: one answer per attempt, so a
+                        // roster cannot test thousands of numbers at once.
                         errors.push(RowError {
                             row: *line,
                             field: "row".into(),
                             message: m,
                         });
-                        continue;
+                        break;
                     }
                     Err(e) => return Err(e),
-                };
-                if !errors.is_empty() {
-                    // Rolled back below: no need to record the row.
-                    continue;
                 }
-                audit::append_in(
-                    &self.db,
-                    tx,
-                    &audit::Event {
-                        actor,
-                        assistant,
-                        tenant: Some(home),
-                        action: if detail["created"] == true {
-                            "person.create"
-                        } else {
-                            "person.update"
+            }
+            // Each change audited with its subject — appended last, so the audit chain's
+            // lock is held only for the appends, not for the whole import.
+            if errors.is_empty() {
+                for (id, home, action, detail) in changed {
+                    audit::append_in(
+                        &self.db,
+                        tx,
+                        &audit::Event {
+                            actor,
+                            assistant,
+                            tenant: Some(home),
+                            action,
+                            subject: Some(&id),
+                            outcome: "ok",
+                            detail,
+                            ..audit::Event::default()
                         },
-                        subject: Some(&id),
-                        outcome: "ok",
-                        detail,
-                        ..audit::Event::default()
-                    },
-                    now,
-                )
-                .await?;
+                        now,
+                    )
+                    .await?;
+                }
             }
             if !errors.is_empty() {
                 // Roll back: nothing partial.
@@ -381,6 +485,21 @@ impl Platform {
             Err(StorageError::Invalid(json)) if json.starts_with('[') => {
                 report.errors = serde_json::from_str(&json).unwrap_or_default();
                 tracing::info!(%tenant, errors = report.errors.len(), "people import refused: bad rows");
+                // Which row was refused, and whose number it held: recorded, though nothing
+                // changed, so the holder's village (and the holder) can see the attempt.
+                if let Some(refused) = report.errors.first()
+                    && let Some((_, _, input)) =
+                        rows.iter().find(|(line, _, _)| *line == refused.row)
+                {
+                    self.refused_registration(
+                        principal,
+                        tenant,
+                        "person.import",
+                        input,
+                        refused.row,
+                    )
+                    .await?;
+                }
                 Ok(report)
             }
             Err(e) => Err(e.into()),
@@ -420,13 +539,26 @@ impl Platform {
                 "三员角色只能由县级根管理员授予（管理令牌或服务器上的 linli 命令） / the three admin roles are given only by the county root (the admin token, or the linli CLI on the server)".into(),
             ));
         }
-        let target = people::get(&self.db, person)
-            .await?
-            .filter(|p| p.status == "active")
-            .ok_or_else(|| {
-                PlatformError::NotFound(format!("人员不存在 / no such person: {person}"))
-            })?;
+        let target = self
+            .person_fully_in_reach(principal, person, Permission::ManageRoles)
+            .await?;
+        if target.status != "active" {
+            return Err(PlatformError::NotFound(format!(
+                "人员不存在 / no such person: {person}"
+            )));
+        }
         self.guard_admin_account(principal, &target.id).await?;
+        // Two people bring a staff account into use: whoever registered it (and so chose its
+        // first password) does not also give it roles — another security admin, or the
+        // county root, does.
+        if !is_root(principal)
+            && people::created_by(&self.db, &target.id).await?.as_deref()
+                == Some(principal.actor().0)
+        {
+            return Err(PlatformError::Forbidden(
+                "您登记的账号须由另一位安全管理员或县级根管理员授予角色 / an account you registered gets its roles from another security admin or the county root".into(),
+            ));
+        }
         if target.kind == PersonKind::Resident && role != "vendor" {
             // Residents become staff explicitly; keeps resident rosters and staff apart.
             return Err(PlatformError::Invalid(
@@ -443,32 +575,45 @@ impl Platform {
         } else {
             Vec::new()
         };
-        let (actor, _) = principal.actor();
-        let changed =
-            people::assign_role(&self.db, person, tenant, role, &conflicts, actor).await?;
-        let mut activation = None;
-        if admin_role {
-            // A session signed in without the second factor must not carry the new role.
-            store::end_sessions_of(&self.db, person, None).await?;
-            let creds = store::credentials(&self.db, person)
+        let needs_activation = admin_role
+            && store::credentials(&self.db, person)
                 .await?
-                .unwrap_or_default();
-            if creds.totp_secret.is_none() {
-                activation = Some(self.new_activation(person).await?);
+                .unwrap_or_default()
+                .totp_secret
+                .is_none();
+        let activation = needs_activation.then(|| self.activation_code());
+        let now = now_ms();
+        let (actor, assistant) = principal.actor();
+        // The role, the end of the person's sessions (a session without the second factor
+        // must not carry an admin role), the activation code and the record, together.
+        let changed = crate::storage::write_tx!(&self.db, |tx| {
+            let changed =
+                people::assign_role_in(tx, person, tenant, role, &conflicts, actor, now).await?;
+            if admin_role {
+                store::end_sessions_of_in(tx, person, None).await?;
             }
-        }
-        self.audit_as(
-            principal,
-            audit::Event {
-                tenant: Some(tenant),
-                action: "role.assign",
-                subject: Some(person),
-                outcome: "ok",
-                detail: serde_json::json!({ "role": role, "changed": changed, "activation": activation.is_some() }),
-                ..audit::Event::default()
-            },
-        )
-        .await?;
+            if let Some((code, expires_at)) = &activation {
+                let hash = auth::activation_hash(person, &code.replace('-', ""));
+                store::set_activation_in(tx, person, &hash, *expires_at, now).await?;
+            }
+            audit::append_in(
+                &self.db,
+                tx,
+                &audit::Event {
+                    actor,
+                    assistant,
+                    tenant: Some(tenant),
+                    action: "role.assign",
+                    subject: Some(person),
+                    outcome: "ok",
+                    detail: serde_json::json!({ "role": role, "changed": changed, "activation": activation.is_some() }),
+                    ..audit::Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(changed)
+        })?;
         Ok(RoleGiven {
             changed,
             activation_expires_at: activation.as_ref().map(|(_, at)| *at),
@@ -476,16 +621,10 @@ impl Platform {
         })
     }
 
-    /// A new activation code for `person` (replacing any earlier one), and when it expires.
-    async fn new_activation(&self, person: &str) -> Result<(String, i64), PlatformError> {
-        let code = auth::new_activation_code();
-        let now = now_ms();
-        let expires_at = now + i64::from(self.config.auth.activation_ttl_hours) * 3_600_000;
-        let hash = auth::activation_hash(person, &code.replace('-', ""));
-        crate::storage::write_tx!(&self.db, |tx| {
-            store::set_activation_in(tx, person, &hash, expires_at, now).await
-        })?;
-        Ok((code, expires_at))
+    /// A new activation code and when it expires (`auth.activation_ttl_hours` from now).
+    fn activation_code(&self) -> (String, i64) {
+        let expires_at = now_ms() + i64::from(self.config.auth.activation_ttl_hours) * 3_600_000;
+        (auth::new_activation_code(), expires_at)
     }
 
     /// A new activation code for an admin who has lost their authenticator (or never used
@@ -507,21 +646,32 @@ impl Platform {
             .ok_or_else(|| {
                 PlatformError::NotFound(format!("人员不存在 / no such person: {person}"))
             })?;
-        store::set_secret(&self.db, &p.id, Secret::Totp, None).await?;
-        store::end_sessions_of(&self.db, &p.id, None).await?;
-        let (code, expires_at) = self.new_activation(&p.id).await?;
-        self.audit_as(
-            principal,
-            audit::Event {
-                tenant: Some(&p.tenant),
-                action: "auth.reactivate",
-                subject: Some(&p.id),
-                outcome: "ok",
-                detail: serde_json::json!({ "expires_at": expires_at }),
-                ..audit::Event::default()
-            },
-        )
-        .await?;
+        let (code, expires_at) = self.activation_code();
+        let hash = auth::activation_hash(&p.id, &code.replace('-', ""));
+        let now = now_ms();
+        let (actor, assistant) = principal.actor();
+        crate::storage::write_tx!(&self.db, |tx| {
+            store::set_secret_in(tx, &p.id, Secret::Totp, None, now).await?;
+            store::end_sessions_of_in(tx, &p.id, None).await?;
+            store::set_activation_in(tx, &p.id, &hash, expires_at, now).await?;
+            audit::append_in(
+                &self.db,
+                tx,
+                &audit::Event {
+                    actor,
+                    assistant,
+                    tenant: Some(&p.tenant),
+                    action: "auth.reactivate",
+                    subject: Some(&p.id),
+                    outcome: "ok",
+                    detail: serde_json::json!({ "expires_at": expires_at }),
+                    ..audit::Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(())
+        })?;
         Ok(RoleGiven {
             changed: true,
             activation_code: Some(code),
@@ -543,20 +693,31 @@ impl Platform {
                 "不能更改自己的角色 / you cannot change your own roles".into(),
             ));
         }
+        self.person_fully_in_reach(principal, person, Permission::ManageRoles)
+            .await?;
         self.guard_admin_account(principal, person).await?;
-        let changed = people::revoke_role(&self.db, person, tenant, role).await?;
-        self.audit_as(
-            principal,
-            audit::Event {
-                tenant: Some(tenant),
-                action: "role.revoke",
-                subject: Some(person),
-                outcome: "ok",
-                detail: serde_json::json!({ "role": role, "changed": changed }),
-                ..audit::Event::default()
-            },
-        )
-        .await?;
+        let now = now_ms();
+        let (actor, assistant) = principal.actor();
+        let changed = crate::storage::write_tx!(&self.db, |tx| {
+            let changed = people::revoke_role_in(tx, person, tenant, role).await?;
+            audit::append_in(
+                &self.db,
+                tx,
+                &audit::Event {
+                    actor,
+                    assistant,
+                    tenant: Some(tenant),
+                    action: "role.revoke",
+                    subject: Some(person),
+                    outcome: "ok",
+                    detail: serde_json::json!({ "role": role, "changed": changed }),
+                    ..audit::Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(changed)
+        })?;
         Ok(changed)
     }
 
@@ -587,21 +748,16 @@ impl Platform {
     /// limits from every client.
     pub async fn unlock(&self, principal: &Principal, person: &str) -> Result<(), PlatformError> {
         let p = self
-            .person_in_reach(principal, person, Permission::ManageRoles)
+            .person_fully_in_reach(principal, person, Permission::ManageRoles)
             .await?;
         self.guard_admin_account(principal, &p.id).await?;
         store::unlock(&self.db, &p.id).await?;
         if let Some(phone) = &p.phone {
-            crate::storage::throttle::clear(
-                &self.db,
-                &crate::storage::throttle::key("p", &[phone]),
-            )
-            .await?;
-            crate::storage::throttle::clear_prefix(
-                &self.db,
-                &crate::storage::throttle::key("pc", &[phone]),
-            )
-            .await?;
+            use crate::storage::throttle;
+            for kind in ["p", "sp"] {
+                throttle::clear(&self.db, &throttle::key(&self.db, kind, &[phone])).await?;
+            }
+            throttle::clear_prefix(&self.db, &throttle::key(&self.db, "pc", &[phone])).await?;
         }
         self.audit_as(
             principal,
@@ -631,22 +787,34 @@ impl Platform {
             Some(PersonKind::Resident) => Permission::ManagePeople,
             _ => Permission::ManageRoles,
         };
-        let p = self.person_in_reach(principal, person, perm).await?;
+        let p = self.person_fully_in_reach(principal, person, perm).await?;
         self.guard_admin_account(principal, &p.id).await?;
-        self.store_password(&p.id, password).await?;
-        let ended = store::end_sessions_of(&self.db, &p.id, None).await?;
-        self.audit_as(
-            principal,
-            audit::Event {
-                tenant: Some(&p.tenant),
-                action: "auth.password-set",
-                subject: Some(&p.id),
-                outcome: "ok",
-                detail: serde_json::json!({ "sessions_ended": ended }),
-                ..audit::Event::default()
-            },
-        )
-        .await
+        let hash = self.hash_new_password(password).await?;
+        let now = now_ms();
+        let (actor, assistant) = principal.actor();
+        // The new password, the end of every session and the record of it, together.
+        crate::storage::write_tx!(&self.db, |tx| {
+            store::set_secret_in(tx, &p.id, Secret::Password, Some(&hash), now).await?;
+            let ended = store::end_sessions_of_in(tx, &p.id, None).await?;
+            audit::append_in(
+                &self.db,
+                tx,
+                &audit::Event {
+                    actor,
+                    assistant,
+                    tenant: Some(&p.tenant),
+                    action: "auth.password-set",
+                    subject: Some(&p.id),
+                    outcome: "ok",
+                    detail: serde_json::json!({ "sessions_ended": ended }),
+                    ..audit::Event::default()
+                },
+                now,
+            )
+            .await?;
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Enrol a TOTP secret for a person directly; returns the `otpauth://` URL. Only the
@@ -698,19 +866,24 @@ impl Platform {
         let creds = store::credentials(&self.db, id).await?.unwrap_or_default();
         let messages = inbox::list(&self.db, id, 10_000).await?;
         let devices = crate::storage::devices::of_person(&self.db, id).await?;
-        let mut records = Vec::new();
-        for q in [
-            audit::Query {
-                subject: Some(id.to_owned()),
-                limit: 10_000,
-                ..audit::Query::default()
-            },
-            audit::Query {
+        // What was done with their data; and, for the person themself only, what they did —
+        // someone exporting another person's data does not get to read the audit log of
+        // that person's own actions (that is the audit admin's).
+        let own = matches!(principal, Principal::Person(s) if s.acting_for.is_none() && s.person.id == id);
+        let mut queries = vec![audit::Query {
+            subject: Some(id.to_owned()),
+            limit: 10_000,
+            ..audit::Query::default()
+        }];
+        if own {
+            queries.push(audit::Query {
                 person: Some(id.to_owned()),
                 limit: 10_000,
                 ..audit::Query::default()
-            },
-        ] {
+            });
+        }
+        let mut records = Vec::new();
+        for q in queries {
             records.extend(audit::query(&self.db, &q).await?);
         }
         records.sort_by_key(|r| r.seq);
@@ -793,7 +966,7 @@ impl Platform {
             return Ok(s.person.clone());
         }
         let person = self
-            .person_in_reach(principal, id, Permission::ResidentRights)
+            .person_fully_in_reach(principal, id, Permission::ResidentRights)
             .await?;
         self.guard_admin_account(principal, &person.id).await?;
         Ok(person)

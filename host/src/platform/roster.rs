@@ -48,6 +48,21 @@ fn too_many_columns() -> String {
     format!("表格最多 {MAX_COLUMNS} 列 / a sheet has at most {MAX_COLUMNS} columns")
 }
 
+/// Read a file to import, off the async threads (parsing a large sheet takes a while), and
+/// with a parser's panic on a malformed file answered as an unreadable file.
+pub(super) async fn read(format: super::ImportFormat, bytes: &[u8]) -> Result<Table, String> {
+    let bytes = bytes.to_vec();
+    tokio::task::spawn_blocking(move || match format {
+        super::ImportFormat::Csv => read_csv(&bytes),
+        super::ImportFormat::Xlsx => read_xlsx(&bytes),
+    })
+    .await
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "an import's file made its parser fail");
+        Err("文件无法读取（格式损坏） / the file cannot be read (it is malformed)".into())
+    })
+}
+
 pub(super) fn read_csv(bytes: &[u8]) -> Result<Table, String> {
     // Excel saves CSV with a UTF-8 byte-order mark.
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -193,8 +208,12 @@ pub(super) fn read_xlsx(bytes: &[u8]) -> Result<Table, String> {
     })
 }
 
-/// An Excel serial date (days since 1899-12-30) as `YYYY-MM-DD`.
+/// An Excel serial date (days since 1899-12-30) as `YYYY-MM-DD`; a number outside the
+/// years 1900–9999 is given back as written.
 fn excel_date(serial: f64) -> String {
+    if !(1.0..=2_958_465.0).contains(&serial) {
+        return serial.to_string();
+    }
     // Days from 1970-01-01, then the civil-from-days algorithm (H. Hinnant).
     let z = serial.floor() as i64 - 25_569 + 719_468;
     let era = z.div_euclid(146_097);
@@ -373,6 +392,9 @@ mod tests {
 
     #[test]
     fn excel_dates() {
+        assert_eq!(excel_date(f64::MAX), f64::MAX.to_string());
+        assert_eq!(excel_date(-5.0), "-5");
+        assert_eq!(excel_date(f64::NAN), "NaN");
         assert_eq!(excel_date(25_569.0), "1970-01-01");
         assert_eq!(excel_date(18_264.0), "1950-01-01");
         assert_eq!(excel_date(45_658.5), "2025-01-01");
@@ -460,6 +482,20 @@ mod tests {
         ));
         let e = read_xlsx(&x).unwrap_err();
         assert!(e.contains("rows"), "{e}");
+    }
+
+    /// A shared-string cell pointing past the (missing) shared strings: the parser's panic
+    /// is answered as a malformed file.
+    #[tokio::test]
+    async fn a_parser_panic_is_an_unreadable_file() {
+        let x = xlsx_with_sheet(&sheet(
+            "A1",
+            r#"<row r="1"><c r="A1" t="s"><v>7</v></c></row>"#,
+        ));
+        let e = read(crate::platform::ImportFormat::Xlsx, &x)
+            .await
+            .unwrap_err();
+        assert!(e.contains("malformed") || e.contains("cannot read"), "{e}");
     }
 
     #[test]

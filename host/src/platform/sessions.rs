@@ -79,6 +79,16 @@ fn valid_phone(phone: &str) -> bool {
     phone.len() == 11 && phone.starts_with('1') && phone.bytes().all(|b| b.is_ascii_digit())
 }
 
+fn busy() -> PlatformError {
+    PlatformError::TooMany("登录繁忙，请稍后再试 / sign-in is busy; try again in a moment".into())
+}
+
+fn codes_busy() -> PlatformError {
+    PlatformError::TooMany(
+        "验证码发送繁忙，请稍后再试或使用密码登录 / codes are busy; try again later or sign in with a password (auth.codes_per_hour_total)".into(),
+    )
+}
+
 fn expired_challenge() -> PlatformError {
     PlatformError::Unauthenticated(
         "登录已过期，请重新登录 / the sign-in challenge expired; sign in again".into(),
@@ -96,13 +106,19 @@ struct Keys {
 }
 
 impl Keys {
-    fn new(phone: &str, client: &str) -> Keys {
+    fn new(db: &crate::storage::Db, phone: &str, client: &str) -> Keys {
         Keys {
-            client: throttle::key("c", &[client]),
-            phone: throttle::key("p", &[phone]),
-            pair: throttle::key("pc", &[phone, client]),
+            client: throttle::key(db, "c", &[client]),
+            phone: throttle::key(db, "p", &[phone]),
+            pair: throttle::key(db, "pc", &[phone, client]),
         }
     }
+}
+
+/// An attempt's hits, counted before its secret is checked (so parallel attempts cannot all
+/// slip through before the first failure is written) and taken back if it succeeds.
+struct Reserved {
+    hits: Vec<(String, throttle::Hit, throttle::Rule)>,
 }
 
 fn too_many_from_client(until: i64) -> PlatformError {
@@ -113,6 +129,100 @@ fn too_many_from_client(until: i64) -> PlatformError {
 }
 
 impl Platform {
+    /// The limit of failed sign-ins from one client address.
+    fn client_rule(&self) -> throttle::Rule {
+        throttle::Rule {
+            limit: i64::from(self.config.auth.client_failures),
+            window_ms: CLIENT_WINDOW_MS,
+            lock_ms: 0,
+            min_gap_ms: 0,
+        }
+    }
+
+    /// Count this attempt against the client, the phone from this client and (passwords)
+    /// the phone from everywhere, before anything is checked. A key already blocked refuses
+    /// the attempt (429 for the client, 423 for the phone); a key this very attempt blocks
+    /// lets it be checked, and locks if it fails. The same for registered and unknown phones.
+    async fn reserve_attempt(
+        &self,
+        keys: &Keys,
+        password: bool,
+    ) -> Result<Reserved, PlatformError> {
+        let a = &self.config.auth;
+        let now = now_ms();
+        let lockout_ms = a.lockout_secs as i64 * 1000;
+        let mut rules = vec![
+            (keys.client.clone(), self.client_rule()),
+            (
+                keys.pair.clone(),
+                throttle::Rule {
+                    limit: i64::from(a.max_failures),
+                    window_ms: lockout_ms,
+                    lock_ms: lockout_ms,
+                    min_gap_ms: 0,
+                },
+            ),
+        ];
+        if password {
+            rules.push((
+                keys.phone.clone(),
+                throttle::Rule {
+                    limit: i64::from(a.account_failures),
+                    window_ms: HOUR_MS,
+                    lock_ms: lockout_ms,
+                    min_gap_ms: 0,
+                },
+            ));
+        }
+        let mut hits = Vec::new();
+        for (key, rule) in rules {
+            let hit = throttle::hit(&self.db, &key, rule, now).await?;
+            if let throttle::Hit::Blocked {
+                until,
+                newly: false,
+            } = hit
+            {
+                self.metrics.sign_in_failed();
+                return Err(if key == keys.client {
+                    too_many_from_client(until)
+                } else {
+                    PlatformError::Locked { until }
+                });
+            }
+            hits.push((key, hit, rule));
+        }
+        Ok(Reserved { hits })
+    }
+
+    /// The attempt succeeded: take its hits back.
+    async fn attempt_succeeded(&self, reserved: Reserved) -> Result<(), PlatformError> {
+        for (key, hit, rule) in reserved.hits {
+            throttle::refund(&self.db, &key, hit, rule).await?;
+        }
+        Ok(())
+    }
+
+    /// The attempt failed: what its hits mean now. Only a lock of a registered person's
+    /// password sign-in is audited (once per lock): failures are not, so anonymous guessing
+    /// does not grow the audit chain.
+    async fn attempt_failed(&self, keys: &Keys, reserved: Reserved, phone: &str) -> PlatformError {
+        self.metrics.sign_in_failed();
+        let mut answer = wrong_credentials();
+        for (key, hit, _) in reserved.hits {
+            if let throttle::Hit::Blocked { until, .. } = hit {
+                if key == keys.client {
+                    answer = too_many_from_client(until);
+                } else if !matches!(answer, PlatformError::TooMany(_)) {
+                    answer = PlatformError::Locked { until };
+                }
+                if key == keys.phone {
+                    self.audit_lock(phone, until).await;
+                }
+            }
+        }
+        answer
+    }
+
     /// First factor by password. `client` is the caller's address (the rate limits'); the
     /// answers for a phone nobody has are the same as for a registered one.
     pub async fn sign_in_password(
@@ -121,8 +231,8 @@ impl Platform {
         password: &str,
         client: &str,
     ) -> Result<SignIn, PlatformError> {
-        let keys = Keys::new(phone, client);
-        self.sign_in_allowed(&keys, true).await?;
+        let keys = Keys::new(&self.db, phone, client);
+        let reserved = self.reserve_attempt(&keys, true).await?;
         let person = people::get_by_phone(&self.db, phone).await?;
         let creds = match &person {
             Some(p) => store::credentials(&self.db, &p.id)
@@ -130,33 +240,27 @@ impl Platform {
                 .unwrap_or_default(),
             None => store::Credentials::default(),
         };
-        let ok = match (&person, creds.password_hash.as_deref()) {
-            (Some(_), Some(hash)) => {
-                let (pw, hash) = (password.to_owned(), hash.to_owned());
-                tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
-                    .await
-                    .map_err(|e| PlatformError::Host(e.into()))?
-            }
-            _ => {
-                // As long as a real check, so the time taken tells nothing either.
-                let pw = password.to_owned();
-                tokio::task::spawn_blocking(move || auth::dummy_verify(&pw))
-                    .await
-                    .map_err(|e| PlatformError::Host(e.into()))?;
-                false
-            }
+        // Against the stored hash — or, for nobody, a dummy of the same cost, so the time
+        // taken tells nothing either.
+        let stored = match (&person, &creds.password_hash) {
+            (Some(_), Some(hash)) => Some(hash.clone()),
+            _ => None,
         };
+        let ok = auth::check_password(password, stored.as_deref())
+            .await
+            .map_err(|_| busy())?;
         let Some(person) = person.filter(|_| ok) else {
-            return Err(self.sign_in_failed(&keys, phone, true).await);
+            return Err(self.attempt_failed(&keys, reserved, phone).await);
         };
-        throttle::clear(&self.db, &keys.pair).await?;
+        self.attempt_succeeded(reserved).await?;
         self.first_factor_ok(&person, &creds, Method::Password)
             .await
     }
 
     /// Send a sign-in code to `phone` if a person has it. The answer is the same either way,
-    /// and so are the limits (per phone, per client address, and in all); only a registered
-    /// phone gets a stored code.
+    /// and so are the limits (per client address and in all first, then per phone), the time
+    /// taken (the SMS goes out after the answer) and what is stored: only a registered
+    /// phone gets a code row.
     pub async fn request_code(&self, phone: &str, client: &str) -> Result<(), PlatformError> {
         if !valid_phone(phone) {
             return Err(PlatformError::Invalid(
@@ -165,52 +269,64 @@ impl Platform {
         }
         let a = &self.config.auth;
         let now = now_ms();
-        let hit = |key: String, rule: throttle::Rule| async move {
-            throttle::hit(&self.db, &key, rule, now).await
-        };
-        let per_phone = throttle::Rule {
-            limit: i64::from(a.codes_per_hour) + 1,
-            window_ms: HOUR_MS,
-            lock_ms: 0,
-            min_gap_ms: a.code_resend_secs as i64 * 1000,
-        };
-        if let throttle::Hit::Blocked { until, .. } =
-            hit(throttle::key("sp", &[phone]), per_phone).await?
-        {
-            let secs = (until - now) / 1000 + 1;
-            return Err(PlatformError::TooMany(format!(
-                "验证码发送过于频繁，请 {secs} 秒后再试 / too many codes for this phone; try again in {secs} s (auth.code_resend_secs, auth.codes_per_hour)"
-            )));
-        }
         let per_client = throttle::Rule {
             limit: i64::from(a.codes_per_client_per_hour) + 1,
             window_ms: HOUR_MS,
             lock_ms: 0,
             min_gap_ms: 0,
         };
-        if let throttle::Hit::Blocked { .. } =
-            hit(throttle::key("sc", &[client]), per_client).await?
+        if let throttle::Hit::Blocked { .. } = throttle::hit(
+            &self.db,
+            &throttle::key(&self.db, "sc", &[client]),
+            per_client,
+            now,
+        )
+        .await?
         {
             return Err(PlatformError::TooMany(
                 "此网络请求验证码过多，请稍后再试 / too many codes asked for from this network; try again later (auth.codes_per_client_per_hour)".into(),
             ));
         }
+        let total_key = throttle::key(&self.db, "sg", &["all"]);
+        if let Some(_until) = throttle::blocked(&self.db, &total_key, now).await? {
+            return Err(codes_busy());
+        }
+        let per_phone = throttle::Rule {
+            limit: i64::from(a.codes_per_hour) + 1,
+            window_ms: HOUR_MS,
+            lock_ms: 0,
+            min_gap_ms: a.code_resend_secs as i64 * 1000,
+        };
+        if let throttle::Hit::Blocked { until, .. } = throttle::hit(
+            &self.db,
+            &throttle::key(&self.db, "sp", &[phone]),
+            per_phone,
+            now,
+        )
+        .await?
+        {
+            let secs = (until - now) / 1000 + 1;
+            return Err(PlatformError::TooMany(format!(
+                "验证码发送过于频繁，请 {secs} 秒后再试 / too many codes for this phone; try again in {secs} s (auth.code_resend_secs, auth.codes_per_hour)"
+            )));
+        }
+        let Some(_person) = people::get_by_phone(&self.db, phone).await? else {
+            return Ok(());
+        };
+        // The county's total counts codes actually sent.
         let total = throttle::Rule {
             limit: i64::from(a.codes_per_hour_total) + 1,
             window_ms: HOUR_MS,
             lock_ms: 0,
             min_gap_ms: 0,
         };
-        if let throttle::Hit::Blocked { .. } = hit(throttle::key("sg", &["all"]), total).await? {
+        if let throttle::Hit::Blocked { .. } =
+            throttle::hit(&self.db, &total_key, total, now).await?
+        {
             tracing::warn!(
                 "sign-in codes: the county's hourly total is reached (auth.codes_per_hour_total)"
             );
-            return Err(PlatformError::TooMany(
-                "验证码发送繁忙，请稍后再试或使用密码登录 / codes are busy; try again later or sign in with a password (auth.codes_per_hour_total)".into(),
-            ));
-        }
-        if people::get_by_phone(&self.db, phone).await?.is_none() {
-            return Ok(());
+            return Err(codes_busy());
         }
         let code = auth::new_code();
         store::put_code(
@@ -220,12 +336,15 @@ impl Platform {
             a.code_ttl_secs as i64 * 1000,
         )
         .await?;
-        self.sms.send(phone, &code).await.map_err(|e| {
-            tracing::error!(phone = %mask::phone(phone), error = %e, "SMS not sent");
-            PlatformError::Host(anyhow::anyhow!(
-                "短信发送失败 / the SMS could not be sent: {e}"
-            ))
-        })?;
+        // Sent after the answer: waiting for the gateway would tell a registered phone
+        // from an unknown one by the time taken.
+        let sms = self.sms.clone();
+        let phone = phone.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = sms.send(&phone, &code).await {
+                tracing::error!(phone = %mask::phone(&phone), error = %e, "SMS not sent");
+            }
+        });
         Ok(())
     }
 
@@ -236,8 +355,8 @@ impl Platform {
         code: &str,
         client: &str,
     ) -> Result<SignIn, PlatformError> {
-        let keys = Keys::new(phone, client);
-        self.sign_in_allowed(&keys, false).await?;
+        let keys = Keys::new(&self.db, phone, client);
+        let reserved = self.reserve_attempt(&keys, false).await?;
         let person = people::get_by_phone(&self.db, phone).await?;
         let ok = match &person {
             Some(_) => {
@@ -252,103 +371,13 @@ impl Platform {
             None => false,
         };
         let Some(person) = person.filter(|_| ok) else {
-            return Err(self.sign_in_failed(&keys, phone, false).await);
+            return Err(self.attempt_failed(&keys, reserved, phone).await);
         };
-        throttle::clear(&self.db, &keys.pair).await?;
+        self.attempt_succeeded(reserved).await?;
         let creds = store::credentials(&self.db, &person.id)
             .await?
             .unwrap_or_default();
         self.first_factor_ok(&person, &creds, Method::Code).await
-    }
-
-    /// Whether this client may try this phone now: not if the client has failed too often
-    /// (429), or this phone from this client — or, for passwords, from everywhere — has
-    /// (423). Registered and unknown phones alike.
-    async fn sign_in_allowed(&self, keys: &Keys, password: bool) -> Result<(), PlatformError> {
-        let now = now_ms();
-        if let Some(until) = throttle::blocked(&self.db, &keys.client, now).await? {
-            return Err(too_many_from_client(until));
-        }
-        let locked = match throttle::blocked(&self.db, &keys.pair, now).await? {
-            Some(until) => Some(until),
-            None if password => throttle::blocked(&self.db, &keys.phone, now).await?,
-            None => None,
-        };
-        if let Some(until) = locked {
-            // Knocking on a locked door still counts against the client.
-            if let throttle::Hit::Blocked { until, .. } =
-                throttle::hit(&self.db, &keys.client, self.client_rule(), now).await?
-            {
-                return Err(too_many_from_client(until));
-            }
-            return Err(PlatformError::Locked { until });
-        }
-        Ok(())
-    }
-
-    /// The limit of failed sign-ins from one client address.
-    fn client_rule(&self) -> throttle::Rule {
-        throttle::Rule {
-            limit: i64::from(self.config.auth.client_failures),
-            window_ms: CLIENT_WINDOW_MS,
-            lock_ms: 0,
-            min_gap_ms: 0,
-        }
-    }
-
-    /// Count a failed first factor against the client, the phone from this client and (for
-    /// passwords) the phone from everywhere, and say what it means now. Only a lock of a
-    /// registered person's password sign-in is audited (once per lock): failures are not, so
-    /// anonymous guessing does not grow the audit chain.
-    async fn sign_in_failed(&self, keys: &Keys, phone: &str, password: bool) -> PlatformError {
-        let a = &self.config.auth;
-        let now = now_ms();
-        let lockout_ms = a.lockout_secs as i64 * 1000;
-        let rules = [
-            (&keys.client, self.client_rule(), true),
-            (
-                &keys.pair,
-                throttle::Rule {
-                    limit: i64::from(a.max_failures),
-                    window_ms: lockout_ms,
-                    lock_ms: lockout_ms,
-                    min_gap_ms: 0,
-                },
-                true,
-            ),
-            (
-                &keys.phone,
-                throttle::Rule {
-                    limit: i64::from(a.account_failures),
-                    window_ms: HOUR_MS,
-                    lock_ms: lockout_ms,
-                    min_gap_ms: 0,
-                },
-                password,
-            ),
-        ];
-        let mut answer = wrong_credentials();
-        for (i, (key, rule, applies)) in rules.into_iter().enumerate() {
-            if !applies {
-                continue;
-            }
-            match throttle::hit(&self.db, key, rule, now).await {
-                Ok(throttle::Hit::Blocked { until, newly }) => {
-                    if i == 0 {
-                        answer = too_many_from_client(until);
-                    } else if !matches!(answer, PlatformError::TooMany(_)) {
-                        answer = PlatformError::Locked { until };
-                    }
-                    if i == 2 && newly {
-                        self.audit_lock(phone, until).await;
-                    }
-                }
-                Ok(throttle::Hit::Counted) => {}
-                Err(e) => return e.into(),
-            }
-        }
-        self.metrics.sign_in_failed();
-        answer
     }
 
     /// One audit record when a registered phone's password sign-in locks.
@@ -379,32 +408,24 @@ impl Platform {
         code: &str,
         client: &str,
     ) -> Result<SignIn, PlatformError> {
-        let now = now_ms();
-        let client_key = throttle::key("c", &[client]);
-        if let Some(until) = throttle::blocked(&self.db, &client_key, now).await? {
-            return Err(too_many_from_client(until));
-        }
         let hash = token_hash(challenge);
-        let row = store::session(&self.db, &hash)
+        let (person, attempt) = self.reserve_second_factor(&hash, "totp", client).await?;
+        let creds = store::credentials(&self.db, &person.id)
             .await?
-            .filter(|s| s.stage == "totp")
-            .ok_or_else(expired_challenge)?;
-        let person = people::get(&self.db, &row.person_id)
-            .await?
-            .filter(|p| p.status == "active")
-            .ok_or_else(expired_challenge)?;
-        let creds = self.second_factor_open(&person).await?;
+            .unwrap_or_default();
         let (secret, enrolling) = match (&creds.totp_secret, &creds.totp_pending) {
             (Some(s), _) => (s.clone(), false),
             (None, Some(p)) => (p.clone(), true),
             (None, None) => return Err(expired_challenge()),
         };
         let Some(step) = auth::totp_step(&secret, code) else {
-            return Err(self.second_factor_failed(&person, &hash, client).await);
+            return Err(self
+                .second_factor_failed(&person, &hash, attempt, client)
+                .await);
         };
         // Each code signs in once: a replayed one (or an earlier one) is a failure too.
         if !store::take_totp_step(&self.db, &person.id, step as i64).await? {
-            return Err(match self.second_factor_failed(&person, &hash, client).await {
+            return Err(match self.second_factor_failed(&person, &hash, attempt, client).await {
                 PlatformError::Unauthenticated(_) => PlatformError::Unauthenticated(
                     "此动态口令已用过，请等待下一个口令 / this code has been used already; wait for the next one".into(),
                 ),
@@ -418,7 +439,7 @@ impl Platform {
             // Two requests raced with one challenge: only the first signs in.
             return Err(expired_challenge());
         }
-        store::clear_totp_failures(&self.db, &person.id).await?;
+        store::second_factor_passed(&self.db, &person.id).await?;
         if enrolling {
             self.audit_as(
                 &Principal::Person(Arc::new(self.bare_session(&person))),
@@ -433,7 +454,8 @@ impl Platform {
             )
             .await?;
         }
-        self.new_session(&person, Method::Totp, true).await
+        self.new_session(&person, Method::Totp, true, creds.generation)
+            .await
     }
 
     /// An admin's first sign-in: the challenge, the activation code the county root gave
@@ -447,22 +469,10 @@ impl Platform {
         new_password: &str,
         client: &str,
     ) -> Result<SignIn, PlatformError> {
-        let now = now_ms();
-        let client_key = throttle::key("c", &[client]);
-        if let Some(until) = throttle::blocked(&self.db, &client_key, now).await? {
-            return Err(too_many_from_client(until));
-        }
-        let hash = token_hash(challenge);
-        let row = store::session(&self.db, &hash)
-            .await?
-            .filter(|s| s.stage == "enrol")
-            .ok_or_else(expired_challenge)?;
-        let person = people::get(&self.db, &row.person_id)
-            .await?
-            .filter(|p| p.status == "active")
-            .ok_or_else(expired_challenge)?;
-        self.second_factor_open(&person).await?;
+        // The password is checked before anything is counted: a bad one is the holder's typo.
         let password_hash = self.hash_new_password(new_password).await?;
+        let hash = token_hash(challenge);
+        let (person, attempt) = self.reserve_second_factor(&hash, "enrol", client).await?;
         let secret = auth::new_totp_secret();
         let code = activation_code
             .trim()
@@ -477,74 +487,88 @@ impl Platform {
         )
         .await?
         {
-            return Err(self.second_factor_failed(&person, &hash, client).await);
+            return Err(self
+                .second_factor_failed(&person, &hash, attempt, client)
+                .await);
         }
+        store::second_factor_passed(&self.db, &person.id).await?;
         store::set_stage(&self.db, &hash, "totp").await?;
         // Other sessions of the person (signed in with the password they were given) end.
         store::end_sessions_of(&self.db, &person.id, Some(&hash)).await?;
+        let expires_at = store::session(&self.db, &hash)
+            .await?
+            .map_or(now_ms(), |s| s.expires_at);
         Ok(SignIn::TotpEnrol {
             challenge: challenge.to_owned(),
-            expires_at: row.expires_at,
-            otpauth_url: auth::totp_url(&secret, &person.id)?,
+            expires_at,
+            // Named in the authenticator app by the phone the holder signs in with.
+            otpauth_url: auth::totp_url(&secret, person.phone.as_deref().unwrap_or(&person.id))?,
             secret,
         })
     }
 
-    /// The second factor of `person` is not locked.
-    async fn second_factor_open(
+    /// Before a second factor (or an activation code) is checked: the client is not over its
+    /// limit, the challenge exists at `stage` and takes one more try (three in all), and the
+    /// person's second factor is not locked and takes one more failure — all counted now, so
+    /// parallel guesses cannot slip through before the first failure is written.
+    async fn reserve_second_factor(
         &self,
-        person: &Person,
-    ) -> Result<store::Credentials, PlatformError> {
-        let creds = store::credentials(&self.db, &person.id)
-            .await?
-            .unwrap_or_default();
-        if creds.locked_until > now_ms() {
-            return Err(PlatformError::Locked {
-                until: creds.locked_until,
-            });
-        }
-        Ok(creds)
-    }
-
-    /// A wrong second factor: counted for the person (apart from password failures: a
-    /// correct password does not reset it), for the challenge (which takes only
-    /// [`CHALLENGE_ATTEMPTS`]) and for the client.
-    async fn second_factor_failed(
-        &self,
-        person: &Person,
         challenge_hash: &str,
+        stage: &str,
         client: &str,
-    ) -> PlatformError {
-        let a = &self.config.auth;
-        if let Err(e) = throttle::hit(
-            &self.db,
-            &throttle::key("c", &[client]),
-            self.client_rule(),
-            now_ms(),
-        )
-        .await
-        {
-            return e.into();
+    ) -> Result<(Person, store::Reservation), PlatformError> {
+        let now = now_ms();
+        let client_key = throttle::key(&self.db, "c", &[client]);
+        if let Some(until) = throttle::blocked(&self.db, &client_key, now).await? {
+            return Err(too_many_from_client(until));
         }
-        self.metrics.sign_in_failed();
-        let locked = match store::record_totp_failure(
+        let row = store::session(&self.db, challenge_hash)
+            .await?
+            .filter(|s| s.stage == stage)
+            .ok_or_else(expired_challenge)?;
+        if !store::challenge_try(&self.db, challenge_hash, CHALLENGE_ATTEMPTS).await? {
+            return Err(PlatformError::Unauthenticated(
+                "动态口令错误次数过多，请重新登录 / too many wrong codes for this sign-in; sign in again".into(),
+            ));
+        }
+        let person = people::get(&self.db, &row.person_id)
+            .await?
+            .filter(|p| p.status == "active")
+            .ok_or_else(expired_challenge)?;
+        let a = &self.config.auth;
+        match store::reserve_totp_attempt(
             &self.db,
             &person.id,
             a.max_failures,
             a.lockout_secs as i64 * 1000,
         )
-        .await
+        .await?
         {
-            Ok(l) => l,
-            Err(e) => return e.into(),
-        };
-        let gone = match store::challenge_failed(&self.db, challenge_hash, CHALLENGE_ATTEMPTS).await
-        {
-            Ok(g) => g,
-            Err(e) => return e.into(),
-        };
-        if let Some(until) = locked {
+            Err(until) => {
+                self.metrics.sign_in_failed();
+                Err(PlatformError::Locked { until })
+            }
+            Ok(attempt) => Ok((person, attempt)),
+        }
+    }
+
+    /// A wrong second factor (already counted by [`Self::reserve_second_factor`]): locked if
+    /// this failure locked it (audited once), the challenge gone after its third, else 401.
+    async fn second_factor_failed(
+        &self,
+        person: &Person,
+        challenge_hash: &str,
+        attempt: store::Reservation,
+        client: &str,
+    ) -> PlatformError {
+        self.metrics.sign_in_failed();
+        let client_key = throttle::key(&self.db, "c", &[client]);
+        if let Err(e) = throttle::hit(&self.db, &client_key, self.client_rule(), now_ms()).await {
+            return e.into();
+        }
+        if let store::Reservation::Locks(until) = attempt {
             tracing::warn!(person = %person.id, "second factor locked after repeated failures");
+            let _ = store::delete_session(&self.db, challenge_hash).await;
             let event = audit::Event {
                 actor: &person.id,
                 tenant: Some(&person.tenant),
@@ -559,12 +583,16 @@ impl Platform {
             }
             return PlatformError::Locked { until };
         }
-        if gone {
-            return PlatformError::Unauthenticated(
-                "动态口令错误次数过多，请重新登录 / too many wrong codes for this sign-in; sign in again".into(),
-            );
+        match store::session(&self.db, challenge_hash).await {
+            Ok(Some(row)) if row.attempts < CHALLENGE_ATTEMPTS => wrong_credentials(),
+            Ok(_) => {
+                let _ = store::delete_session(&self.db, challenge_hash).await;
+                PlatformError::Unauthenticated(
+                    "动态口令错误次数过多，请重新登录 / too many wrong codes for this sign-in; sign in again".into(),
+                )
+            }
+            Err(e) => e.into(),
         }
-        wrong_credentials()
     }
 
     /// A session value for auditing as `person` outside a session (their own enrolment).
@@ -576,6 +604,7 @@ impl Platform {
             acting_for: None,
             expires_at: 0,
             mfa: false,
+            created_at: 0,
         }
     }
 
@@ -587,10 +616,16 @@ impl Platform {
     ) -> Result<SignIn, PlatformError> {
         let roles = people::roles_of(&self.db, &person.id).await?;
         if !needs_totp(&roles) {
-            return self.new_session(person, method, false).await;
+            return self
+                .new_session(person, method, false, creds.generation)
+                .await;
         }
         // The second factor's lock shows only to someone who knew the first.
-        self.second_factor_open(person).await?;
+        if creds.locked_until > now_ms() {
+            return Err(PlatformError::Locked {
+                until: creds.locked_until,
+            });
+        }
         let stage = if creds.totp_secret.is_some() {
             "totp"
         } else if creds.activation_hash.is_some() && creds.activation_expires_at > now_ms() {
@@ -602,7 +637,7 @@ impl Platform {
         };
         let (challenge, hash) = new_token();
         let expires_at = now_ms() + TOTP_CHALLENGE_MS;
-        store::create_session(
+        let made = store::create_session_if(
             &self.db,
             &hash,
             &SessionRow {
@@ -615,8 +650,13 @@ impl Platform {
                 mfa: false,
                 attempts: 0,
             },
+            creds.generation,
         )
         .await?;
+        if !made {
+            // The password changed while this sign-in was checking the old one.
+            return Err(wrong_credentials());
+        }
         Ok(if stage == "totp" {
             SignIn::TotpRequired {
                 challenge,
@@ -630,16 +670,20 @@ impl Platform {
         })
     }
 
+    /// A session for `person`, made only if their credentials are still those of
+    /// `generation` (read when the secret was checked): a password changed or reset while a
+    /// sign-in was checking the old one leaves that sign-in with nothing.
     async fn new_session(
         &self,
         person: &Person,
         method: Method,
         mfa: bool,
+        generation: i64,
     ) -> Result<SignIn, PlatformError> {
         let (token, hash) = new_token();
         let now = now_ms();
         let expires_at = now + self.config.auth.session_ttl_secs as i64 * 1000;
-        store::create_session(
+        let made = store::create_session_if(
             &self.db,
             &hash,
             &SessionRow {
@@ -652,8 +696,12 @@ impl Platform {
                 mfa,
                 attempts: 0,
             },
+            generation,
         )
         .await?;
+        if !made {
+            return Err(wrong_credentials());
+        }
         let event = audit::Event {
             actor: &person.id,
             tenant: Some(&person.tenant),
@@ -710,6 +758,7 @@ impl Platform {
                     acting_for: None,
                     expires_at: row.expires_at,
                     mfa: row.mfa,
+                    created_at: row.created_at,
                 }));
                 if !assistant.allows(Permission::Assist, &path) {
                     store::delete_session(&self.db, &hash).await?;
@@ -728,6 +777,7 @@ impl Platform {
             acting_for,
             expires_at: row.expires_at,
             mfa: row.mfa,
+            created_at: row.created_at,
         }))
     }
 
@@ -760,7 +810,10 @@ impl Platform {
         let expires_at = if session.acting_for.is_some() {
             session.expires_at
         } else {
-            now_ms() + self.config.auth.session_ttl_secs as i64 * 1000
+            // Rotation extends a session, but never past auth.session_max_secs from its
+            // sign-in.
+            (now_ms() + self.config.auth.session_ttl_secs as i64 * 1000)
+                .min(session.created_at + self.config.auth.session_max_secs as i64 * 1000)
         };
         if !store::rotate_session(&self.db, &session.token_hash, &hash, expires_at).await? {
             return Err(PlatformError::Unauthenticated(
@@ -814,13 +867,10 @@ impl Platform {
         let creds = store::credentials(&self.db, &session.person.id)
             .await?
             .unwrap_or_default();
-        let ok = match creds.password_hash {
-            Some(hash) => {
-                let old = old.to_owned();
-                tokio::task::spawn_blocking(move || auth::verify_password(&old, &hash))
-                    .await
-                    .map_err(|e| PlatformError::Host(e.into()))?
-            }
+        let ok = match creds.password_hash.as_deref() {
+            Some(hash) => auth::check_password(old, Some(hash))
+                .await
+                .map_err(|_| busy())?,
             None => false,
         };
         if !ok {
@@ -852,12 +902,9 @@ impl Platform {
     /// Check a new password against the policy and hash it (off the async threads).
     pub(super) async fn hash_new_password(&self, pw: &str) -> Result<String, PlatformError> {
         auth::check_password_policy(pw).map_err(PlatformError::Invalid)?;
-        let pw = pw.to_owned();
-        Ok(
-            tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-                .await
-                .map_err(|e| PlatformError::Host(e.into()))??,
-        )
+        Ok(auth::hash_password_limited(pw)
+            .await
+            .map_err(|_| busy())??)
     }
 
     // ---- assisted mode -------------------------------------------------------------------

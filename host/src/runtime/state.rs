@@ -103,81 +103,90 @@ impl WasiView for HostState {
     }
 }
 
-/// The time a call's guest code itself runs: started when the host calls into the guest or a
-/// host function returns to it, stopped when the guest calls a host function or returns, and
-/// — when the guest yields its time slice to the executor — restarted only once the executor
-/// runs it again. Waiting for the database, a device, a lock or a busy executor is therefore
-/// not the guest's time; only what its own code burns is.
+/// The CPU time a call's guest code itself uses, on the thread clock
+/// (`CLOCK_THREAD_CPUTIME_ID`): a stretch starts when the host calls into the guest or a
+/// host function returns to it, and ends when the guest calls a host function or returns;
+/// when the guest yields its time slice, the next stretch starts when the executor runs it
+/// again, on whichever thread that is. Waiting — for the database, a device, a lock, an
+/// executor busy with others, or a thread the OS gave to someone else — is not the guest's
+/// time; only what its own code burns is.
 #[derive(Debug)]
 pub struct CpuClock {
-    origin: std::time::Instant,
-    /// Since when (ns after `origin`) the guest has been running, if it is.
-    running_since: Option<u64>,
-    used_ns: u64,
-    /// When (ns after `origin`) the guest was last resumed after yielding; set by the yield's
-    /// future, which runs outside the store.
-    resumed: Arc<std::sync::atomic::AtomicU64>,
+    /// The thread CPU clock when the current stretch started, if the guest is running.
+    running_since: Option<std::time::Duration>,
+    used: std::time::Duration,
+    /// Set by a yield's future when the executor resumes the guest: the thread CPU clock
+    /// then (ns), for the stretch that starts there.
+    resumed: Arc<std::sync::Mutex<Option<std::time::Duration>>>,
     /// The call was interrupted for using up its CPU time.
     pub(crate) exhausted: bool,
+}
+
+/// This thread's CPU time so far.
+fn thread_cpu() -> std::time::Duration {
+    cpu_time::ThreadTime::try_now()
+        .map(|t| t.as_duration())
+        .unwrap_or_default()
 }
 
 impl CpuClock {
     fn new() -> Self {
         CpuClock {
-            origin: std::time::Instant::now(),
             running_since: None,
-            used_ns: 0,
-            resumed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            used: std::time::Duration::ZERO,
+            resumed: Arc::new(std::sync::Mutex::new(None)),
             exhausted: false,
         }
     }
 
-    fn now(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+    /// Pick up a stretch a yield's resumption started.
+    fn resume(&mut self) {
+        if let Some(at) = self.resumed.lock().map(|mut r| r.take()).unwrap_or(None)
+            && self.running_since.is_none()
+        {
+            self.running_since = Some(at);
+        }
     }
 
-    /// Add the running stretch up to now; keep running if `still`.
-    fn settle(&mut self, still: bool) {
-        let now = self.now();
-        if let Some(since) = self.running_since {
-            let resumed = self.resumed.load(std::sync::atomic::Ordering::Acquire);
-            let from = since.max(resumed);
-            self.used_ns += now.saturating_sub(from);
+    /// End the current stretch (adding it up).
+    fn stop(&mut self) {
+        self.resume();
+        if let Some(since) = self.running_since.take() {
+            self.used += thread_cpu().saturating_sub(since);
         }
-        self.running_since = still.then_some(now);
     }
 
     /// A boundary between guest and host.
     pub(crate) fn on(&mut self, hook: wasmtime::CallHook) {
-        match hook {
-            wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromHost => {
-                self.settle(false);
-                self.running_since = Some(self.now());
-            }
-            wasmtime::CallHook::ReturningFromWasm | wasmtime::CallHook::CallingHost => {
-                self.settle(false);
-            }
+        self.stop();
+        if matches!(
+            hook,
+            wasmtime::CallHook::CallingWasm | wasmtime::CallHook::ReturningFromHost
+        ) {
+            self.running_since = Some(thread_cpu());
         }
     }
 
-    /// The CPU time used so far (the guest is running: its current stretch counts).
+    /// The CPU time used so far, in ms (the guest is running: its stretch so far counts and
+    /// the stretch goes on).
     pub(crate) fn used_ms(&mut self) -> u64 {
-        self.settle(self.running_since.is_some());
-        self.used_ns / 1_000_000
+        self.stop();
+        self.running_since = Some(thread_cpu());
+        self.used.as_millis() as u64
     }
 
-    /// A future that yields to the executor once and then marks the guest resumed.
+    /// Yield to the executor: the running stretch ends here, and the returned future marks
+    /// where the next one starts once the executor runs the guest again.
     pub(crate) fn yield_now(
-        &self,
+        &mut self,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        self.stop();
         let resumed = self.resumed.clone();
-        let origin = self.origin;
         Box::pin(async move {
             tokio::task::yield_now().await;
-            resumed.store(
-                origin.elapsed().as_nanos() as u64,
-                std::sync::atomic::Ordering::Release,
-            );
+            if let Ok(mut r) = resumed.lock() {
+                *r = Some(thread_cpu());
+            }
         })
     }
 }

@@ -249,7 +249,10 @@ async function call(method, url, { body, headers, raw } = {}) {
   const r = await fetch(url, { method, headers: hs, body: payload });
   const type = r.headers.get('content-type') || '';
   const data = type.includes('json') ? await r.json().catch(() => null) : await r.text();
-  if (r.status === 401 && S.token && !url.startsWith('/api/v1/auth/')) {
+  // The session ended — said by the host itself (its API, or its `WWW-Authenticate` on the
+  // gateway), never by a plugin's page, which cannot sign its reader out.
+  const hostSaid = target.pathname.startsWith('/api/v1/') || r.headers.has('www-authenticate');
+  if (r.status === 401 && S.token && hostSaid && !target.pathname.startsWith('/api/v1/auth/')) {
     signOutLocally();
     location.hash = '#/signin?expired=1';
     throw new ApiError(401, data);

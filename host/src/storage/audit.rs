@@ -134,6 +134,13 @@ impl AuditKey {
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
+    /// A secret for another purpose, derived from this one.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key size");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// The ed25519 key checkpoints are signed with, derived from the audit key.
     fn signing_key(&self) -> ed25519_dalek::SigningKey {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("any key size");

@@ -338,6 +338,21 @@ pub async fn list(
     rows.iter().map(from_row).collect()
 }
 
+/// The tenant a device id is registered at, inside the caller's transaction.
+pub(crate) async fn tenant_of_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT tenant_id FROM devices WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get(0)?),
+        None => None,
+    })
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upserted {

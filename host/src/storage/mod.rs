@@ -164,6 +164,13 @@ impl Db {
         self.audit_key.as_deref()
     }
 
+    /// The secret the rate limits' keys are hashed with (derived from the audit key).
+    pub fn throttle_secret(&self) -> [u8; 32] {
+        self.audit_key
+            .as_deref()
+            .map_or([0u8; 32], |k| k.derive(b"linli-throttle-keys"))
+    }
+
     pub(crate) fn set_audit_key(&mut self, key: audit::AuditKey) {
         self.audit_key = Some(Arc::new(key));
     }

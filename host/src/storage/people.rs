@@ -295,6 +295,19 @@ async fn matching(
     Ok((found.into_iter().next(), split))
 }
 
+/// The id of whoever holds `input`'s ID number, else its phone.
+pub async fn holder_of(db: &Db, input: &PersonInput) -> Result<Option<String>> {
+    for (column, value) in [("id_number", &input.id_number), ("phone", &input.phone)] {
+        if let Some(v) = value {
+            let sql = format!("SELECT id FROM people WHERE {column} = $1");
+            if let Some(row) = sqlx::query(&sql).bind(v).fetch_optional(db.pool()).await? {
+                return Ok(Some(row.try_get(0)?));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Insert a new person; [`TAKEN`] if the phone or ID number is anyone's already. Never
 /// touches an existing record. Runs inside the caller's transaction.
 pub(crate) async fn create_in(
@@ -303,12 +316,13 @@ pub(crate) async fn create_in(
     tenant: &str,
     input: &PersonInput,
     now: i64,
+    created_by: &str,
 ) -> Result<String> {
     let (existing, split) = matching(tx, input).await?;
     if existing.is_some() || split {
         return Err(StorageError::Conflict(TAKEN.into()));
     }
-    insert_in(tx, kind, tenant, input, now).await
+    insert_in(tx, kind, tenant, input, now, created_by).await
 }
 
 async fn insert_in(
@@ -317,11 +331,12 @@ async fn insert_in(
     tenant: &str,
     input: &PersonInput,
     now: i64,
+    created_by: &str,
 ) -> Result<String> {
     let id = new_id();
     let tags = serde_json::to_string(&input.tags).expect("tags serialise");
     let sql = format!(
-        "INSERT INTO people ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $11)"
+        "INSERT INTO people ({COLUMNS}, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $11, $12)"
     );
     sqlx::query(&sql)
         .bind(&id)
@@ -335,9 +350,31 @@ async fn insert_in(
         .bind(input.address.as_deref())
         .bind(&tags)
         .bind(now)
+        .bind(created_by)
         .execute(&mut **tx)
         .await?;
     Ok(id)
+}
+
+/// Who registered `person` (a person id, `admin` or `system`), if recorded.
+pub async fn created_by(db: &Db, person: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT created_by FROM people WHERE id = $1")
+        .bind(person)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    })
+}
+
+/// The bounds of an upsert: where the caller may manage people, which fields to keep as
+/// stored, and who registers anyone new.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upsert<'a> {
+    pub reach: &'a [String],
+    pub keep: &'a [&'a str],
+    pub created_by: &'a str,
 }
 
 /// Insert a person, or update the one with the same ID number (else the same phone): the
@@ -354,9 +391,13 @@ pub(crate) async fn upsert_in(
     tenant: &str,
     input: &PersonInput,
     now: i64,
-    reach: &[String],
-    keep: &[&str],
+    how: &Upsert<'_>,
 ) -> Result<(String, Upserted)> {
+    let Upsert {
+        reach,
+        keep,
+        created_by,
+    } = *how;
     let (existing, split) = matching(tx, input).await?;
     let merged;
     let input = match &existing {
@@ -388,7 +429,7 @@ pub(crate) async fn upsert_in(
     };
     let Some(p) = existing else {
         return Ok((
-            insert_in(tx, kind, tenant, input, now).await?,
+            insert_in(tx, kind, tenant, input, now, created_by).await?,
             Upserted::Created,
         ));
     };
@@ -634,6 +675,21 @@ pub async fn assign_role(
 ) -> Result<bool> {
     let now = now_ms();
     super::write_tx!(db, |tx| {
+        assign_role_in(tx, person, tenant, role, conflicts, granted_by, now).await
+    })
+}
+
+/// [`assign_role`] inside the caller's transaction.
+pub(crate) async fn assign_role_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    person: &str,
+    tenant: &str,
+    role: &str,
+    conflicts: &[&str],
+    granted_by: &str,
+    now: i64,
+) -> Result<bool> {
+    {
         for other in conflicts {
             let held = sqlx::query(
                 "SELECT tenant_id FROM role_assignments WHERE person_id = $1 AND role = $2",
@@ -672,17 +728,23 @@ pub async fn assign_role(
         .execute(&mut **tx)
         .await?;
         Ok(true)
-    })
+    }
 }
 
-pub async fn revoke_role(db: &Db, person: &str, tenant: &str, role: &str) -> Result<bool> {
+/// Take `role` at `tenant` from `person`, inside the caller's transaction; whether they held it.
+pub(crate) async fn revoke_role_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    person: &str,
+    tenant: &str,
+    role: &str,
+) -> Result<bool> {
     let n = sqlx::query(
         "DELETE FROM role_assignments WHERE person_id = $1 AND tenant_id = $2 AND role = $3",
     )
     .bind(person)
     .bind(tenant)
     .bind(role)
-    .execute(db.pool())
+    .execute(&mut **tx)
     .await?
     .rows_affected();
     Ok(n > 0)

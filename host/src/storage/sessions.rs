@@ -19,12 +19,14 @@ pub struct Credentials {
     /// The activation code (hashed) an admin enrols their own authenticator with.
     pub activation_hash: Option<String>,
     pub activation_expires_at: i64,
+    /// Bumped whenever the password is set (see [`create_session_if`]).
+    pub generation: i64,
 }
 
 pub async fn credentials(db: &Db, person: &str) -> Result<Option<Credentials>> {
     let row = sqlx::query(
         "SELECT password_hash, totp_secret, totp_failures, locked_until, totp_pending, \
-         activation_hash, activation_expires_at FROM credentials WHERE person_id = $1",
+         activation_hash, activation_expires_at, generation FROM credentials WHERE person_id = $1",
     )
     .bind(person)
     .fetch_optional(db.pool())
@@ -38,6 +40,7 @@ pub async fn credentials(db: &Db, person: &str) -> Result<Option<Credentials>> {
             totp_pending: r.try_get(4)?,
             activation_hash: r.try_get(5)?,
             activation_expires_at: r.try_get(6)?,
+            generation: r.try_get(7)?,
         })
     })
     .transpose()
@@ -82,8 +85,14 @@ pub(crate) async fn set_secret_in(
         Secret::TotpPending => "totp_pending",
     };
     ensure_row(tx, person).await?;
+    // A new password is a new generation of the credentials.
+    let bump = if column == "password_hash" {
+        ", generation = generation + 1"
+    } else {
+        ""
+    };
     sqlx::query(&format!(
-        "UPDATE credentials SET {column} = $1, updated_at = $2 WHERE person_id = $3"
+        "UPDATE credentials SET {column} = $1, updated_at = $2{bump} WHERE person_id = $3"
     ))
     .bind(value)
     .bind(now)
@@ -139,7 +148,7 @@ pub async fn take_activation(
     super::write_tx!(db, |tx| {
         let done = sqlx::query(
             "UPDATE credentials SET activation_hash = NULL, activation_expires_at = 0, \
-             password_hash = $1, totp_pending = $2, updated_at = $3 \
+             password_hash = $1, totp_pending = $2, updated_at = $3, generation = generation + 1 \
              WHERE person_id = $4 AND activation_hash = $5 AND activation_expires_at > $3 \
              AND totp_secret IS NULL",
         )
@@ -182,29 +191,48 @@ pub async fn take_totp_step(db: &Db, person: &str, step: i64) -> Result<bool> {
     Ok(done.rows_affected() == 1)
 }
 
-/// Count a wrong second-factor code for `person`; at `max` in a row the second factor locks
-/// until `now + lockout_ms`. Returns the lock's end if this failure locked it.
-pub async fn record_totp_failure(
+/// A second-factor attempt, counted before its code is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Counted.
+    Counted,
+    /// Counted, and this attempt reached `auth.max_failures`: if it fails, the second factor
+    /// is locked until this time (already written; a success lifts it).
+    Locks(i64),
+}
+
+/// Count one second-factor attempt for `person` before it is checked: `Err(until)` if the
+/// second factor is locked; at `max` attempts without a success it locks until
+/// `now + lockout_ms` (this attempt may still succeed and lift it). Parallel attempts are
+/// counted one by one, so they cannot all slip in before the first failure is written.
+pub async fn reserve_totp_attempt(
     db: &Db,
     person: &str,
     max: u32,
     lockout_ms: i64,
-) -> Result<Option<i64>> {
+) -> Result<std::result::Result<Reservation, i64>> {
     let now = now_ms();
     super::write_tx!(db, |tx| {
         ensure_row(tx, person).await?;
-        let row = sqlx::query("SELECT totp_failures FROM credentials WHERE person_id = $1")
-            .bind(person)
-            .fetch_one(&mut **tx)
-            .await?;
-        let failures: i64 = row.try_get::<i64, _>(0)? + 1;
-        let (failures, locked_until) = if failures >= i64::from(max) {
-            (0, now + lockout_ms)
+        let row =
+            sqlx::query("SELECT totp_failures, locked_until FROM credentials WHERE person_id = $1")
+                .bind(person)
+                .fetch_one(&mut **tx)
+                .await?;
+        let failures: i64 = row.try_get(0)?;
+        let locked_until: i64 = row.try_get(1)?;
+        if locked_until > now {
+            return Ok(Err(locked_until));
+        }
+        let failures = failures + 1;
+        let (failures, locked_until, answer) = if failures >= i64::from(max) {
+            let until = now + lockout_ms;
+            (0, until, Reservation::Locks(until))
         } else {
-            (failures, 0)
+            (failures, 0, Reservation::Counted)
         };
         sqlx::query(
-            "UPDATE credentials SET totp_failures = $1, locked_until = CASE WHEN $2 > 0 THEN $2 ELSE locked_until END, updated_at = $3 WHERE person_id = $4",
+            "UPDATE credentials SET totp_failures = $1, locked_until = $2, updated_at = $3 WHERE person_id = $4",
         )
         .bind(failures)
         .bind(locked_until)
@@ -212,18 +240,17 @@ pub async fn record_totp_failure(
         .bind(person)
         .execute(&mut **tx)
         .await?;
-        Ok((locked_until > 0).then_some(locked_until))
+        Ok(Ok(answer))
     })
 }
 
-/// A passed second factor clears its failure counter.
-pub async fn clear_totp_failures(db: &Db, person: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE credentials SET totp_failures = 0 WHERE person_id = $1 AND totp_failures <> 0",
-    )
-    .bind(person)
-    .execute(db.pool())
-    .await?;
+/// A passed second factor (or activation code): its counted attempts and any lock its own
+/// attempt set are cleared.
+pub async fn second_factor_passed(db: &Db, person: &str) -> Result<()> {
+    sqlx::query("UPDATE credentials SET totp_failures = 0, locked_until = 0 WHERE person_id = $1")
+        .bind(person)
+        .execute(db.pool())
+        .await?;
     Ok(())
 }
 
@@ -336,22 +363,45 @@ pub async fn create_session(db: &Db, token_hash: &str, s: &SessionRow) -> Result
     Ok(())
 }
 
-/// Count a wrong code against the challenge `token_hash`; at `max` the challenge is gone
-/// (sign in again). Returns whether it is gone.
-pub async fn challenge_failed(db: &Db, token_hash: &str, max: i64) -> Result<bool> {
-    super::write_tx!(db, |tx| {
-        sqlx::query("UPDATE sessions SET attempts = attempts + 1 WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&mut **tx)
-            .await?;
-        let gone = sqlx::query("DELETE FROM sessions WHERE token_hash = $1 AND attempts >= $2")
-            .bind(token_hash)
-            .bind(max)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-        Ok(gone > 0)
-    })
+/// Create a session (or challenge) only if `person`'s credentials are still of `generation`
+/// (0 when they have none): whether it was made.
+pub async fn create_session_if(
+    db: &Db,
+    token_hash: &str,
+    s: &SessionRow,
+    generation: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO sessions (token_hash, person_id, stage, acting_for, reason, created_at, expires_at, mfa, attempts) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 0 \
+         WHERE COALESCE((SELECT generation FROM credentials WHERE person_id = $2), 0) = $9",
+    )
+    .bind(token_hash)
+    .bind(&s.person_id)
+    .bind(&s.stage)
+    .bind(s.acting_for.as_deref())
+    .bind(s.reason.as_deref())
+    .bind(s.created_at)
+    .bind(s.expires_at)
+    .bind(i64::from(s.mfa))
+    .bind(generation)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Take one try of the challenge `token_hash` before its code is checked; false if it has
+/// had its `max` tries (or is gone).
+pub async fn challenge_try(db: &Db, token_hash: &str, max: i64) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET attempts = attempts + 1 WHERE token_hash = $1 AND attempts < $2",
+    )
+    .bind(token_hash)
+    .bind(max)
+    .execute(db.pool())
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// Turn a challenge into the next stage of signing in (`enrol` → `totp`).
@@ -370,12 +420,21 @@ pub async fn set_stage(db: &Db, token_hash: &str, stage: &str) -> Result<bool> {
 /// End every session of `person` — their own, and the assisted sessions acting for them —
 /// except the one whose token hash is `keep`. Returns how many ended.
 pub async fn end_sessions_of(db: &Db, person: &str, keep: Option<&str>) -> Result<u64> {
+    super::write_tx!(db, |tx| { end_sessions_of_in(tx, person, keep).await })
+}
+
+/// [`end_sessions_of`] inside the caller's transaction.
+pub(crate) async fn end_sessions_of_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    person: &str,
+    keep: Option<&str>,
+) -> Result<u64> {
     Ok(sqlx::query(
         "DELETE FROM sessions WHERE (person_id = $1 OR acting_for = $1) AND token_hash <> $2",
     )
     .bind(person)
     .bind(keep.unwrap_or(""))
-    .execute(db.pool())
+    .execute(&mut **tx)
     .await?
     .rows_affected())
 }

@@ -5,7 +5,7 @@
 //! one (so no answer tells them apart), and no table holds the numbers people typed. Rows go
 //! once their window and lock have passed ([`purge`]).
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use sqlx::Row;
 
 use super::{Db, Result};
@@ -31,15 +31,20 @@ pub enum Hit {
     Blocked { until: i64, newly: bool },
 }
 
-/// The key of `kind` (a short tag: `c` client, `p` phone, …) for `parts`: sha256 of the parts,
-/// so the table holds no phone numbers or addresses. Two-part keys keep the first part's hash
-/// as a prefix, so everything about one phone can be cleared at once ([`clear_prefix`]).
-pub fn key(kind: &str, parts: &[&str]) -> String {
+/// The key of `kind` (a short tag: `c` client, `p` phone, …) for `parts`: an HMAC of each
+/// part under the database's secret (derived from the audit key, kept outside the database),
+/// so the table holds no phone numbers or addresses and a copy of it cannot be reversed by
+/// trying every phone number. Two-part keys keep the first part's hash as a prefix, so
+/// everything about one phone can be cleared at once ([`clear_prefix`]).
+pub fn key(db: &Db, kind: &str, parts: &[&str]) -> String {
+    use hmac::{Hmac, Mac};
+    let secret = db.throttle_secret();
     let mut out = String::from(kind);
     for p in parts {
-        let digest = Sha256::digest(format!("linli-throttle|{kind}|{p}").as_bytes());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("any key size");
+        mac.update(format!("linli-throttle|{kind}|{p}").as_bytes());
         out.push(':');
-        out.push_str(&hex::encode(&digest[..12]));
+        out.push_str(&hex::encode(&mac.finalize().into_bytes()[..12]));
     }
     out
 }
@@ -132,6 +137,30 @@ pub async fn hit(db: &Db, key: &str, rule: Rule, now: i64) -> Result<Hit> {
     })
 }
 
+/// Take back a hit counted for an attempt that turned out to succeed: one hit less, and a
+/// block this very hit set is lifted.
+pub async fn refund(db: &Db, key: &str, hit: Hit, rule: Rule) -> Result<()> {
+    match hit {
+        Hit::Counted => {
+            sqlx::query(
+                "UPDATE auth_throttle SET hits = CASE WHEN hits > 0 THEN hits - 1 ELSE 0 END WHERE key = $1",
+            )
+            .bind(key)
+            .execute(db.pool())
+            .await?;
+        }
+        Hit::Blocked { newly: true, .. } => {
+            sqlx::query("UPDATE auth_throttle SET locked_until = 0, hits = $2 WHERE key = $1")
+                .bind(key)
+                .bind((rule.limit - 1).max(0))
+                .execute(db.pool())
+                .await?;
+        }
+        Hit::Blocked { newly: false, .. } => {}
+    }
+    Ok(())
+}
+
 /// Forget `key` (a successful sign-in from that client, an admin's unlock).
 pub async fn clear(db: &Db, key: &str) -> Result<()> {
     sqlx::query("DELETE FROM auth_throttle WHERE key = $1")
@@ -168,14 +197,27 @@ pub async fn purge(db: &Db, now: i64, max_window_ms: i64) -> Result<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_hide_their_parts_and_share_prefixes() {
-        let a = key("pc", &["13800000001", "10.0.0.1"]);
-        let b = key("pc", &["13800000001", "10.0.0.2"]);
+    #[tokio::test]
+    async fn keys_hide_their_parts_and_share_prefixes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(None, dir.path()).await.unwrap();
+        let a = key(&db, "pc", &["13800000001", "10.0.0.1"]);
+        let b = key(&db, "pc", &["13800000001", "10.0.0.2"]);
         assert!(!a.contains("13800000001") && !a.contains("10.0.0.1"));
         assert_ne!(a, b);
-        let prefix = key("pc", &["13800000001"]);
+        let prefix = key(&db, "pc", &["13800000001"]);
         assert!(a.starts_with(&prefix) && b.starts_with(&prefix));
-        assert_ne!(key("p", &["13800000001"]), key("pc", &["13800000001"]));
+        assert_ne!(
+            key(&db, "p", &["13800000001"]),
+            key(&db, "pc", &["13800000001"])
+        );
+        // Another host's secret: other keys, so a copied table cannot be matched by hashing
+        // phone numbers.
+        let other = tempfile::tempdir().unwrap();
+        let db2 = Db::connect(None, other.path()).await.unwrap();
+        assert_ne!(
+            key(&db2, "p", &["13800000001"]),
+            key(&db, "p", &["13800000001"])
+        );
     }
 }
