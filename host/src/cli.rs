@@ -475,8 +475,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             match verdict {
                 crate::storage::audit::Verdict::Intact { records } => {
                     let witnessed = platform.checkpoints()?.len() + usize::from(extra.is_some());
+                    let checkpoints = if witnessed == 1 {
+                        "checkpoint"
+                    } else {
+                        "checkpoints"
+                    };
                     println!(
-                        "审计日志完整 / audit log intact: {records} records, {witnessed} checkpoints"
+                        "审计日志完整 / audit log intact: {records} records, checked against {witnessed} signed {checkpoints}"
                     );
                     Ok(())
                 }

@@ -117,6 +117,16 @@ async fn notifications(backend: Backend) {
         ("to=everyone&key=x&title=", "required"),
         ("to=everyone&key=x&link=https://evil.example/", "shell path"),
         ("to=everyone&key=x&link=//evil.example/", "shell path"),
+        // Climbing out of the plugin in any encoding (decoded once by the plugin).
+        (
+            "to=everyone&key=x&link=/.%252e/.%252e/api/v1/me",
+            "shell path",
+        ),
+        ("to=everyone&key=x&link=/../../api/v1/me", "shell path"),
+        (
+            "to=everyone&key=x&link=/a%252f..%252f..%252fapi",
+            "shell path",
+        ),
         (
             &format!("to=resident:{}&key=x", "p".repeat(65)),
             "1–64 bytes",

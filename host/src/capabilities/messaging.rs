@@ -120,11 +120,10 @@ fn notice(
     check_text("title-en", &m.title_en, MAX_TITLE_CHARS, false)?;
     check_text("body-zh", &m.body_zh, MAX_BODY_CHARS, false)?;
     check_text("body-en", &m.body_en, MAX_BODY_CHARS, false)?;
+    // A path inside the plugin by the pages' own rule: no dot segments in any encoding, no
+    // escaped separators (the shell checks again before it follows one).
     if let Some(link) = &m.link
-        && (!link.starts_with('/')
-            || link.starts_with("//")
-            || link.len() > MAX_LINK_BYTES
-            || link.chars().any(|c| c.is_control() || c == '\\'))
+        && (link.len() > MAX_LINK_BYTES || !linli_ui::is_plugin_path(link))
     {
         return Err(invalid(format!(
             "link: 须为应用内路径（以 / 开头，最多 {MAX_LINK_BYTES} 字节） / must be a shell path starting with / (at most {MAX_LINK_BYTES} bytes)"
