@@ -497,6 +497,11 @@ impl Config {
             )));
         }
         let a = &self.auth;
+        if a.session_max_secs < a.session_ttl_secs || a.session_max_secs > 366 * 24 * 3600 {
+            return Err(ConfigError(
+                "auth.session_max_secs 须不小于 auth.session_ttl_secs 且不超过一年 / auth.session_max_secs must be at least auth.session_ttl_secs and at most a year".into(),
+            ));
+        }
         if a.oidc.is_some() {
             // Refuse rather than silently ignore a sign-in path the operator expects to work.
             return Err(ConfigError(

@@ -45,6 +45,7 @@ pub struct Metrics {
     device_messages: Family<DeviceLabels, Counter>,
     device_commands: Family<DeviceLabels, Counter>,
     sign_in_failures: Counter,
+    sms_failures: Counter,
     busy: Family<PluginLabels, Counter>,
     latency: Family<PluginLabels, Histogram, fn() -> Histogram>,
     memory: Family<PluginLabels, Histogram, fn() -> Histogram>,
@@ -68,6 +69,7 @@ impl Metrics {
         let device_messages = Family::<DeviceLabels, Counter>::default();
         let device_commands = Family::<DeviceLabels, Counter>::default();
         let sign_in_failures = Counter::default();
+        let sms_failures = Counter::default();
         let busy = Family::<PluginLabels, Counter>::default();
         let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
@@ -113,6 +115,11 @@ impl Metrics {
             sign_in_failures.clone(),
         );
         registry.register(
+            "sign_in_sms_failures",
+            "Sign-in codes the SMS gateway did not take (the code is dropped and not counted against the phone)",
+            sms_failures.clone(),
+        );
+        registry.register(
             "plugin_busy",
             "Plugin calls that waited out their deadline for a slot, the database or the host (not the plugin's fault)",
             busy.clone(),
@@ -138,10 +145,16 @@ impl Metrics {
             device_messages,
             device_commands,
             sign_in_failures,
+            sms_failures,
             busy,
             latency,
             memory,
         }
+    }
+
+    /// The counter of unsent sign-in codes (shared: incremented from a spawned send).
+    pub fn sms_failures(&self) -> Counter {
+        self.sms_failures.clone()
     }
 
     /// A failed sign-in.

@@ -489,7 +489,8 @@ async fn the_three_admins_are_separate(backend: Backend) {
     )
     .await;
     assert_eq!(status, 401, "a guessed activation code");
-    // …the holder, with the code from the root, sets their own password and sees the secret.
+    // …the holder, with the code from the root, sets their own password and sees the secret
+    // (after one typo: the challenge's tries start afresh for the authenticator's code).
     let (_, r) = call(
         &h,
         None,
@@ -498,6 +499,15 @@ async fn the_three_admins_are_separate(backend: Backend) {
         Some(first.clone()),
     )
     .await;
+    let (status, _) = call(
+        &h,
+        None,
+        Method::POST,
+        "/api/v1/auth/totp/enrol",
+        Some(enrol(&r["challenge"], "AAAA-BBBB-CCCD")),
+    )
+    .await;
+    assert_eq!(status, 401, "a typo");
     let (status, r) = call(
         &h,
         None,
@@ -1163,6 +1173,21 @@ async fn lockout_is_per_client_and_tells_nothing(backend: Backend) {
     // Locked for that client only: 张秀英 signs in from her own phone's network.
     let (status, r) = password_sign_in(&h, ZHANG, DEMO_PASSWORD, "10.0.0.2").await;
     assert_eq!((status, &r["stage"]), (200, &Value::from("session")), "{r}");
+    // A success forgets her earlier typos from that network: three, a success, three more
+    // are still only typos.
+    let mut typos = Vec::new();
+    for password in [
+        "typo-one-1",
+        "typo-two-2",
+        "typo-three-3",
+        DEMO_PASSWORD,
+        "typo-four-4",
+        "typo-five-5",
+        "typo-six-6",
+    ] {
+        typos.push(password_sign_in(&h, ZHANG, password, "10.0.0.3").await.0);
+    }
+    assert_eq!(typos, [401, 401, 401, 200, 401, 401, 401]);
     // A client that fails across many phones waits, for every phone.
     for i in 0..8 {
         password_sign_in(

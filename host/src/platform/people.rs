@@ -203,9 +203,14 @@ impl Platform {
             lock_ms: 0,
             min_gap_ms: 0,
         };
-        if let crate::storage::throttle::Hit::Blocked { .. } =
-            crate::storage::throttle::hit(&self.db, &self.refusals_key(principal), rule, now_ms())
-                .await?
+        if !is_root(principal)
+            && let crate::storage::throttle::Hit::Blocked { .. } = crate::storage::throttle::hit(
+                &self.db,
+                &self.refusals_key(principal),
+                rule,
+                now_ms(),
+            )
+            .await?
         {
             return Err(too_many_refusals());
         }
@@ -220,6 +225,10 @@ impl Platform {
     /// Refuse at once (nothing checked, nothing recorded) someone over
     /// [`REFUSALS_PER_HOUR`].
     async fn not_over_refusals(&self, principal: &Principal) -> Result<(), PlatformError> {
+        // The county root's registrations are its own scripts': not limited.
+        if is_root(principal) {
+            return Ok(());
+        }
         let key = self.refusals_key(principal);
         if crate::storage::throttle::blocked(&self.db, &key, now_ms())
             .await?
@@ -552,6 +561,7 @@ impl Platform {
         // first password) does not also give it roles — another security admin, or the
         // county root, does.
         if !is_root(principal)
+            && target.kind == PersonKind::Staff
             && people::created_by(&self.db, &target.id).await?.as_deref()
                 == Some(principal.actor().0)
         {

@@ -119,6 +119,8 @@ impl Keys {
 /// slip through before the first failure is written) and taken back if it succeeds.
 struct Reserved {
     hits: Vec<(String, throttle::Hit, throttle::Rule)>,
+    /// The phone-from-this-client key, cleared by a success.
+    pair: String,
 }
 
 fn too_many_from_client(until: i64) -> PlatformError {
@@ -174,7 +176,20 @@ impl Platform {
                 },
             ));
         }
-        let mut hits = Vec::new();
+        // A phone already locked (from this client, or everywhere) is refused before anything
+        // of it is counted — only the knock counts, against the client.
+        for (key, _) in rules.iter().skip(1) {
+            if let Some(until) = throttle::blocked(&self.db, key, now).await? {
+                self.metrics.sign_in_failed();
+                if let throttle::Hit::Blocked { until, .. } =
+                    throttle::hit(&self.db, &keys.client, self.client_rule(), now).await?
+                {
+                    return Err(too_many_from_client(until));
+                }
+                return Err(PlatformError::Locked { until });
+            }
+        }
+        let mut hits: Vec<(String, throttle::Hit, throttle::Rule)> = Vec::new();
         for (key, rule) in rules {
             let hit = throttle::hit(&self.db, &key, rule, now).await?;
             if let throttle::Hit::Blocked {
@@ -183,6 +198,11 @@ impl Platform {
             } = hit
             {
                 self.metrics.sign_in_failed();
+                // Locked in between: take back what this refused attempt counted, but the
+                // client's knock.
+                for (taken, hit, rule) in hits.into_iter().skip(1) {
+                    throttle::refund(&self.db, &taken, hit, rule).await?;
+                }
                 return Err(if key == keys.client {
                     too_many_from_client(until)
                 } else {
@@ -191,15 +211,32 @@ impl Platform {
             }
             hits.push((key, hit, rule));
         }
-        Ok(Reserved { hits })
+        Ok(Reserved {
+            hits,
+            pair: keys.pair.clone(),
+        })
     }
 
-    /// The attempt succeeded: take its hits back.
+    /// The attempt succeeded: take its hits back, and forget this client's earlier failures
+    /// for this phone (the person got it right).
     async fn attempt_succeeded(&self, reserved: Reserved) -> Result<(), PlatformError> {
         for (key, hit, rule) in reserved.hits {
-            throttle::refund(&self.db, &key, hit, rule).await?;
+            if key == reserved.pair {
+                throttle::clear(&self.db, &key).await?;
+            } else {
+                throttle::refund(&self.db, &key, hit, rule).await?;
+            }
         }
         Ok(())
+    }
+
+    /// The attempt could not be checked (busy, a database error): it counts for nothing.
+    async fn attempt_not_checked(&self, reserved: Reserved) {
+        for (key, hit, rule) in reserved.hits {
+            if let Err(e) = throttle::refund(&self.db, &key, hit, rule).await {
+                tracing::warn!(error = %e, "could not take back a sign-in attempt's count");
+            }
+        }
     }
 
     /// The attempt failed: what its hits mean now. Only a lock of a registered person's
@@ -233,23 +270,34 @@ impl Platform {
     ) -> Result<SignIn, PlatformError> {
         let keys = Keys::new(&self.db, phone, client);
         let reserved = self.reserve_attempt(&keys, true).await?;
-        let person = people::get_by_phone(&self.db, phone).await?;
-        let creds = match &person {
-            Some(p) => store::credentials(&self.db, &p.id)
-                .await?
-                .unwrap_or_default(),
-            None => store::Credentials::default(),
+        let checked = async {
+            let person = people::get_by_phone(&self.db, phone).await?;
+            let creds = match &person {
+                Some(p) => store::credentials(&self.db, &p.id)
+                    .await?
+                    .unwrap_or_default(),
+                None => store::Credentials::default(),
+            };
+            // Against the stored hash — or, for nobody, a dummy of the same cost, so the time
+            // taken tells nothing either.
+            let stored = match (&person, &creds.password_hash) {
+                (Some(_), Some(hash)) => Some(hash.clone()),
+                _ => None,
+            };
+            let ok = auth::check_password(password, stored.as_deref())
+                .await
+                .map_err(|_| busy())?;
+            Ok::<_, PlatformError>((person.filter(|_| ok), creds))
+        }
+        .await;
+        let (person, creds) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                self.attempt_not_checked(reserved).await;
+                return Err(e);
+            }
         };
-        // Against the stored hash — or, for nobody, a dummy of the same cost, so the time
-        // taken tells nothing either.
-        let stored = match (&person, &creds.password_hash) {
-            (Some(_), Some(hash)) => Some(hash.clone()),
-            _ => None,
-        };
-        let ok = auth::check_password(password, stored.as_deref())
-            .await
-            .map_err(|_| busy())?;
-        let Some(person) = person.filter(|_| ok) else {
+        let Some(person) = person else {
             return Err(self.attempt_failed(&keys, reserved, phone).await);
         };
         self.attempt_succeeded(reserved).await?;
@@ -338,11 +386,25 @@ impl Platform {
         .await?;
         // Sent after the answer: waiting for the gateway would tell a registered phone
         // from an unknown one by the time taken.
+        // If it cannot be sent, the code is dropped and the phone's and the county's counts
+        // taken back, so a gateway outage does not use up anyone's codes.
         let sms = self.sms.clone();
+        let db = self.db.clone();
+        let failures = self.metrics.sms_failures();
         let phone = phone.to_owned();
+        let phone_key = throttle::key(&self.db, "sp", &[&phone]);
         tokio::spawn(async move {
             if let Err(e) = sms.send(&phone, &code).await {
+                failures.inc();
                 tracing::error!(phone = %mask::phone(&phone), error = %e, "SMS not sent");
+                let undo = async {
+                    store::drop_code(&db, &phone).await?;
+                    throttle::refund(&db, &phone_key, throttle::Hit::Counted, per_phone).await?;
+                    throttle::refund(&db, &total_key, throttle::Hit::Counted, total).await
+                };
+                if let Err(e) = undo.await {
+                    tracing::warn!(error = %e, "could not take back an unsent code");
+                }
             }
         });
         Ok(())
@@ -357,20 +419,31 @@ impl Platform {
     ) -> Result<SignIn, PlatformError> {
         let keys = Keys::new(&self.db, phone, client);
         let reserved = self.reserve_attempt(&keys, false).await?;
-        let person = people::get_by_phone(&self.db, phone).await?;
-        let ok = match &person {
-            Some(_) => {
-                store::take_code(
-                    &self.db,
-                    phone,
-                    &code_hash(phone, code),
-                    i64::from(self.config.auth.code_attempts),
-                )
-                .await?
+        let checked = async {
+            let person = people::get_by_phone(&self.db, phone).await?;
+            let ok = match &person {
+                Some(_) => {
+                    store::take_code(
+                        &self.db,
+                        phone,
+                        &code_hash(phone, code),
+                        i64::from(self.config.auth.code_attempts),
+                    )
+                    .await?
+                }
+                None => false,
+            };
+            Ok::<_, PlatformError>(person.filter(|_| ok))
+        }
+        .await;
+        let person = match checked {
+            Ok(p) => p,
+            Err(e) => {
+                self.attempt_not_checked(reserved).await;
+                return Err(e);
             }
-            None => false,
         };
-        let Some(person) = person.filter(|_| ok) else {
+        let Some(person) = person else {
             return Err(self.attempt_failed(&keys, reserved, phone).await);
         };
         self.attempt_succeeded(reserved).await?;
@@ -469,10 +542,12 @@ impl Platform {
         new_password: &str,
         client: &str,
     ) -> Result<SignIn, PlatformError> {
-        // The password is checked before anything is counted: a bad one is the holder's typo.
-        let password_hash = self.hash_new_password(new_password).await?;
+        // The policy is checked before anything is counted (a bad password is the holder's
+        // typo); the costly hashing only after the challenge was found and the try counted.
+        auth::check_password_policy(new_password).map_err(PlatformError::Invalid)?;
         let hash = token_hash(challenge);
         let (person, attempt) = self.reserve_second_factor(&hash, "enrol", client).await?;
+        let password_hash = self.hash_new_password(new_password).await?;
         let secret = auth::new_totp_secret();
         let code = activation_code
             .trim()
@@ -626,7 +701,9 @@ impl Platform {
                 until: creds.locked_until,
             });
         }
-        let stage = if creds.totp_secret.is_some() {
+        // An authenticator shown to its holder but not yet confirmed is confirmed at a `totp`
+        // challenge too.
+        let stage = if creds.totp_secret.is_some() || creds.totp_pending.is_some() {
             "totp"
         } else if creds.activation_hash.is_some() && creds.activation_expires_at > now_ms() {
             "enrol"

@@ -371,6 +371,19 @@ pub async fn create_session_if(
     s: &SessionRow,
     generation: i64,
 ) -> Result<bool> {
+    // In a write transaction: on Postgres (SERIALIZABLE) a password being set meanwhile makes
+    // this conflict and run again, when it sees the new generation.
+    super::write_tx!(db, |tx| {
+        create_session_if_in(tx, token_hash, s, generation).await
+    })
+}
+
+async fn create_session_if_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    token_hash: &str,
+    s: &SessionRow,
+    generation: i64,
+) -> Result<bool> {
     let done = sqlx::query(
         "INSERT INTO sessions (token_hash, person_id, stage, acting_for, reason, created_at, expires_at, mfa, attempts) \
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, 0 \
@@ -385,9 +398,18 @@ pub async fn create_session_if(
     .bind(s.expires_at)
     .bind(i64::from(s.mfa))
     .bind(generation)
-    .execute(db.pool())
+    .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Drop `phone`'s sign-in code (it could not be sent).
+pub async fn drop_code(db: &Db, phone: &str) -> Result<()> {
+    sqlx::query("DELETE FROM login_codes WHERE phone = $1")
+        .bind(phone)
+        .execute(db.pool())
+        .await?;
+    Ok(())
 }
 
 /// Take one try of the challenge `token_hash` before its code is checked; false if it has
@@ -404,10 +426,11 @@ pub async fn challenge_try(db: &Db, token_hash: &str, max: i64) -> Result<bool> 
         == 1)
 }
 
-/// Turn a challenge into the next stage of signing in (`enrol` → `totp`).
+/// Turn a challenge into the next stage of signing in (`enrol` → `totp`), with its tries
+/// counted afresh.
 pub async fn set_stage(db: &Db, token_hash: &str, stage: &str) -> Result<bool> {
     Ok(
-        sqlx::query("UPDATE sessions SET stage = $1 WHERE token_hash = $2")
+        sqlx::query("UPDATE sessions SET stage = $1, attempts = 0 WHERE token_hash = $2")
             .bind(stage)
             .bind(token_hash)
             .execute(db.pool())

@@ -150,11 +150,15 @@ pub async fn refund(db: &Db, key: &str, hit: Hit, rule: Rule) -> Result<()> {
             .await?;
         }
         Hit::Blocked { newly: true, .. } => {
-            sqlx::query("UPDATE auth_throttle SET locked_until = 0, hits = $2 WHERE key = $1")
-                .bind(key)
-                .bind((rule.limit - 1).max(0))
-                .execute(db.pool())
-                .await?;
+            // As it was just before this hit: one short of the limit, in a window from now.
+            sqlx::query(
+                "UPDATE auth_throttle SET locked_until = 0, hits = $2, window_start = $3 WHERE key = $1",
+            )
+            .bind(key)
+            .bind((rule.limit - 1).max(0))
+            .bind(super::now_ms())
+            .execute(db.pool())
+            .await?;
         }
         Hit::Blocked { newly: false, .. } => {}
     }
