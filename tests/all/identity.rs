@@ -110,12 +110,32 @@ pub(crate) async fn sign_in(h: &TestHost, phone: &str) -> String {
     }
 }
 
+/// What a test SMS gateway received.
+pub(crate) type SmsInbox = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A local SMS gateway (the HTTP sender's peer): its URL, and what it receives.
+pub(crate) async fn sms_gateway() -> (String, SmsInbox) {
+    let inbox = SmsInbox::default();
+    let sink = inbox.clone();
+    let gateway = axum::Router::new().route(
+        "/sms",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sms", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, gateway).await });
+    (url, inbox)
+}
+
 /// What an SMS gateway received, once it holds at least `n` messages (the host sends after
 /// answering, so they arrive a moment later).
-pub(crate) async fn sms_received(
-    inbox: &std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
-    n: usize,
-) -> Vec<Value> {
+pub(crate) async fn sms_received(inbox: &SmsInbox, n: usize) -> Vec<Value> {
     for _ in 0..200 {
         let got = inbox.lock().unwrap().clone();
         if got.len() >= n {
@@ -1011,22 +1031,7 @@ async fn residents_rights(backend: Backend) {
 
 /// Phone codes through the HTTP SMS sender to a real (local) gateway: one use each.
 async fn sms_code_sign_in(backend: Backend) {
-    use std::sync::{Arc, Mutex};
-    let inbox: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = inbox.clone();
-    let gateway = axum::Router::new().route(
-        "/sms",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/sms", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, gateway).await });
+    let (url, inbox) = sms_gateway().await;
 
     let plugins = tempfile::tempdir().unwrap();
     std::fs::copy(HELLO, plugins.path().join("hello.wasm")).unwrap();

@@ -1118,22 +1118,7 @@ async fn personal_devices_do_not_name_their_wearer(backend: Backend) {
 /// waits, and a phone guessed at from everywhere locks its password (once recorded) while
 /// its SMS code still signs its owner in.
 async fn lockout_is_per_client_and_tells_nothing(backend: Backend) {
-    use std::sync::{Arc, Mutex};
-    let inbox: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let sink = inbox.clone();
-    let gateway = axum::Router::new().route(
-        "/sms",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sms_url = format!("http://{}/sms", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, gateway).await });
+    let (sms_url, inbox) = crate::identity::sms_gateway().await;
     let h = demo_tweaked(backend, &[HELLO], move |c| {
         c.auth.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
         c.auth.account_failures = 12;

@@ -81,10 +81,13 @@ pub(super) async fn gateway(
     };
     let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
     let (parts, body) = request.into_parts();
-    if let Err(e) = platform.plugin_reachable(&tenant, &plugin).await {
-        super::linger(body);
-        return ApiError::from(e).into_response();
-    }
+    let route = match platform.plugin_route(&tenant, &plugin).await {
+        Ok(route) => route,
+        Err(e) => {
+            super::linger(body);
+            return ApiError::from(e).into_response();
+        }
+    };
     let limit = platform.config.limits.hostcall_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -108,13 +111,7 @@ pub(super) async fn gateway(
         body: body.to_vec(),
     };
     match platform
-        .handle_request(
-            session.as_deref(),
-            &tenant,
-            &plugin,
-            &request_id,
-            plugin_request,
-        )
+        .handle_routed(session.as_deref(), route, &request_id, plugin_request)
         .await
     {
         Ok(r) => match checked_page(&r) {

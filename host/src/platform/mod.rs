@@ -45,6 +45,17 @@ use crate::storage::kv::{self, Scope};
 use crate::storage::tenants::{self, Tenant, TenantKind};
 use crate::storage::{Db, StorageError, now_ms};
 
+/// Where a gateway request goes ([`Platform::plugin_route`]).
+#[derive(Debug, Clone)]
+pub struct PluginRoute {
+    tenant: String,
+    plugin: String,
+    /// The tenant's path, from the county down.
+    path: Vec<String>,
+    /// The active installation serving it.
+    row: InstallRow,
+}
+
 /// A checkpoint file and what it holds (or why it cannot be read).
 pub type CheckpointFile = (std::path::PathBuf, Result<audit::Checkpoint, String>);
 
@@ -336,6 +347,29 @@ impl Platform {
                 assistant,
                 ..event
             },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// [`Self::audit_as`] inside a write transaction: the record commits with the change.
+    async fn audit_as_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        principal: &Principal,
+        event: audit::Event<'_>,
+        now: i64,
+    ) -> crate::storage::Result<()> {
+        let (actor, assistant) = principal.actor();
+        audit::append_in(
+            &self.db,
+            tx,
+            &audit::Event {
+                actor,
+                assistant,
+                ..event
+            },
+            now,
         )
         .await?;
         Ok(())
@@ -1041,42 +1075,69 @@ impl Platform {
 
     // ---- the gateway ---------------------------------------------------------------------
 
-    /// Hand a request for `tenant` to a fresh instance of `plugin` (installed there or above
-    /// it), on behalf of `session` (`None`: anonymous).
-    /// Whether a request to `plugin` at `tenant` would reach it (the tenant exists and the
-    /// plugin serves it, active): the gateway asks before it reads a request's body, so a
-    /// body sent to nothing is never buffered. (Cached; `handle_request` checks again.)
-    pub async fn plugin_reachable(&self, tenant: &str, plugin: &str) -> Result<(), PlatformError> {
+    /// Where a request to `plugin` at `tenant` goes: the tenant's path and the active
+    /// installation serving it (cached). The gateway asks this before it reads a request's
+    /// body, so a body sent to nothing is never buffered.
+    pub async fn plugin_route(
+        &self,
+        tenant: &str,
+        plugin: &str,
+    ) -> Result<PluginRoute, PlatformError> {
         let path = tenants::path(&self.db, tenant).await?;
         if path.is_empty() {
             return Err(PlatformError::TenantNotFound(tenant.to_owned()));
         }
-        match self.cached_install(&path, plugin).await? {
-            None => Err(PlatformError::NotInstalled {
+        let Some(row) = self.cached_install(&path, plugin).await? else {
+            return Err(PlatformError::NotInstalled {
                 tenant: tenant.to_owned(),
                 plugin: plugin.to_owned(),
-            }),
-            Some(row) if row.status == Status::Suspended => Err(PlatformError::Suspended {
-                tenant: row.tenant_id.clone(),
+            });
+        };
+        if row.status == Status::Suspended {
+            return Err(PlatformError::Suspended {
+                tenant: row.tenant_id,
                 plugin: plugin.to_owned(),
                 reason: row.status_reason.unwrap_or_default(),
-            }),
-            Some(_) => Ok(()),
+            });
         }
+        Ok(PluginRoute {
+            tenant: tenant.to_owned(),
+            plugin: plugin.to_owned(),
+            path,
+            row,
+        })
     }
 
+    /// Hand a request for `tenant` to a fresh instance of `plugin` (installed there or above
+    /// it), on behalf of `session` (`None`: anonymous).
     pub async fn handle_request(
         &self,
         session: Option<&Session>,
         tenant: &str,
         plugin: &str,
         request_id: &str,
+        request: Request,
+    ) -> Result<Response, PlatformError> {
+        let route = self.plugin_route(tenant, plugin).await?;
+        self.handle_routed(session, route, request_id, request)
+            .await
+    }
+
+    /// [`Self::handle_request`] along a route already found.
+    pub async fn handle_routed(
+        &self,
+        session: Option<&Session>,
+        route: PluginRoute,
+        request_id: &str,
         mut request: Request,
     ) -> Result<Response, PlatformError> {
-        let path = tenants::path(&self.db, tenant).await?;
-        if path.is_empty() {
-            return Err(PlatformError::TenantNotFound(tenant.to_owned()));
-        }
+        let PluginRoute {
+            tenant,
+            plugin,
+            path,
+            row,
+        } = route;
+        let (tenant, plugin) = (tenant.as_str(), plugin.as_str());
         let caller = match session {
             None => None,
             Some(s) => {
@@ -1096,20 +1157,7 @@ impl Platform {
                 }
             }
         };
-        let Some(row) = self.cached_install(&path, plugin).await? else {
-            return Err(PlatformError::NotInstalled {
-                tenant: tenant.to_owned(),
-                plugin: plugin.to_owned(),
-            });
-        };
         let installed_at = row.tenant_id.clone();
-        if row.status == Status::Suspended {
-            return Err(PlatformError::Suspended {
-                tenant: installed_at,
-                plugin: plugin.to_owned(),
-                reason: row.status_reason.unwrap_or_default(),
-            });
-        }
         // The host says which tenant the request is for; a client cannot.
         request.headers.retain(|h| !h.name.starts_with("x-linli-"));
         request.headers.push(Header {

@@ -132,18 +132,16 @@ impl Platform {
             None => None,
         };
         let now = now_ms();
-        let (actor, assistant) = principal.actor();
+        let (actor, _) = principal.actor();
         let id = crate::storage::write_tx!(&self.db, |tx| {
             let id = people::create_in(tx, kind, tenant, input, now, actor).await?;
             if let Some(hash) = &hash {
                 store::set_secret_in(tx, &id, Secret::Password, Some(hash), now).await?;
             }
-            audit::append_in(
-                &self.db,
+            self.audit_as_in(
                 tx,
-                &audit::Event {
-                    actor,
-                    assistant,
+                principal,
+                audit::Event {
                     tenant: Some(tenant),
                     action: "person.create",
                     subject: Some(&id),
@@ -381,7 +379,7 @@ impl Platform {
             return Ok(report);
         }
         let now = now_ms();
-        let (actor, assistant) = principal.actor();
+        let (actor, _) = principal.actor();
         let outcome = crate::storage::write_tx!(&self.db, |tx| {
             let mut counts = (0usize, 0usize, 0usize);
             let mut errors = Vec::new();
@@ -439,12 +437,10 @@ impl Platform {
             // lock is held only for the appends, not for the whole import.
             if errors.is_empty() {
                 for (id, home, action, detail) in changed {
-                    audit::append_in(
-                        &self.db,
+                    self.audit_as_in(
                         tx,
-                        &audit::Event {
-                            actor,
-                            assistant,
+                        principal,
+                        audit::Event {
                             tenant: Some(home),
                             action,
                             subject: Some(&id),
@@ -463,12 +459,10 @@ impl Platform {
                     serde_json::to_string(&errors).expect("serialises"),
                 ));
             }
-            audit::append_in(
-                &self.db,
+            self.audit_as_in(
                 tx,
-                &audit::Event {
-                    actor,
-                    assistant,
+                principal,
+                audit::Event {
                     tenant: Some(tenant),
                     action: "person.import",
                     outcome: "ok",
@@ -593,7 +587,7 @@ impl Platform {
                 .is_none();
         let activation = needs_activation.then(|| self.activation_code());
         let now = now_ms();
-        let (actor, assistant) = principal.actor();
+        let (actor, _) = principal.actor();
         // The role, the end of the person's sessions (a session without the second factor
         // must not carry an admin role), the activation code and the record, together.
         let changed = crate::storage::write_tx!(&self.db, |tx| {
@@ -606,12 +600,10 @@ impl Platform {
                 let hash = auth::activation_hash(person, &code.replace('-', ""));
                 store::set_activation_in(tx, person, &hash, *expires_at, now).await?;
             }
-            audit::append_in(
-                &self.db,
+            self.audit_as_in(
                 tx,
-                &audit::Event {
-                    actor,
-                    assistant,
+                principal,
+                audit::Event {
                     tenant: Some(tenant),
                     action: "role.assign",
                     subject: Some(person),
@@ -659,17 +651,14 @@ impl Platform {
         let (code, expires_at) = self.activation_code();
         let hash = auth::activation_hash(&p.id, &code.replace('-', ""));
         let now = now_ms();
-        let (actor, assistant) = principal.actor();
         crate::storage::write_tx!(&self.db, |tx| {
             store::set_secret_in(tx, &p.id, Secret::Totp, None, now).await?;
             store::end_sessions_of_in(tx, &p.id, None).await?;
             store::set_activation_in(tx, &p.id, &hash, expires_at, now).await?;
-            audit::append_in(
-                &self.db,
+            self.audit_as_in(
                 tx,
-                &audit::Event {
-                    actor,
-                    assistant,
+                principal,
+                audit::Event {
                     tenant: Some(&p.tenant),
                     action: "auth.reactivate",
                     subject: Some(&p.id),
@@ -707,15 +696,12 @@ impl Platform {
             .await?;
         self.guard_admin_account(principal, person).await?;
         let now = now_ms();
-        let (actor, assistant) = principal.actor();
         let changed = crate::storage::write_tx!(&self.db, |tx| {
             let changed = people::revoke_role_in(tx, person, tenant, role).await?;
-            audit::append_in(
-                &self.db,
+            self.audit_as_in(
                 tx,
-                &audit::Event {
-                    actor,
-                    assistant,
+                principal,
+                audit::Event {
                     tenant: Some(tenant),
                     action: "role.revoke",
                     subject: Some(person),
@@ -801,17 +787,14 @@ impl Platform {
         self.guard_admin_account(principal, &p.id).await?;
         let hash = self.hash_new_password(password).await?;
         let now = now_ms();
-        let (actor, assistant) = principal.actor();
         // The new password, the end of every session and the record of it, together.
         crate::storage::write_tx!(&self.db, |tx| {
             store::set_secret_in(tx, &p.id, Secret::Password, Some(&hash), now).await?;
             let ended = store::end_sessions_of_in(tx, &p.id, None).await?;
-            audit::append_in(
-                &self.db,
+            self.audit_as_in(
                 tx,
-                &audit::Event {
-                    actor,
-                    assistant,
+                principal,
+                audit::Event {
                     tenant: Some(&p.tenant),
                     action: "auth.password-set",
                     subject: Some(&p.id),

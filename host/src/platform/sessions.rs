@@ -217,6 +217,29 @@ impl Platform {
         })
     }
 
+    /// Settle a counted attempt with what checking it found: the person it signs in (its
+    /// counts taken back), nobody (a failure: what its counts mean now), or an error (it was
+    /// not checked, so it counts for nothing).
+    async fn settle<T>(
+        &self,
+        keys: &Keys,
+        reserved: Reserved,
+        phone: &str,
+        checked: Result<Option<T>, PlatformError>,
+    ) -> Result<T, PlatformError> {
+        match checked {
+            Err(e) => {
+                self.attempt_not_checked(reserved).await;
+                Err(e)
+            }
+            Ok(None) => Err(self.attempt_failed(keys, reserved, phone).await),
+            Ok(Some(found)) => {
+                self.attempt_succeeded(reserved).await?;
+                Ok(found)
+            }
+        }
+    }
+
     /// The attempt succeeded: take its hits back, and forget this client's earlier failures
     /// for this phone (the person got it right).
     async fn attempt_succeeded(&self, reserved: Reserved) -> Result<(), PlatformError> {
@@ -287,20 +310,10 @@ impl Platform {
             let ok = auth::check_password(password, stored.as_deref())
                 .await
                 .map_err(|_| busy())?;
-            Ok::<_, PlatformError>((person.filter(|_| ok), creds))
+            Ok(person.filter(|_| ok).map(|p| (p, creds)))
         }
         .await;
-        let (person, creds) = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                self.attempt_not_checked(reserved).await;
-                return Err(e);
-            }
-        };
-        let Some(person) = person else {
-            return Err(self.attempt_failed(&keys, reserved, phone).await);
-        };
-        self.attempt_succeeded(reserved).await?;
+        let (person, creds) = self.settle(&keys, reserved, phone, checked).await?;
         self.first_factor_ok(&person, &creds, Method::Password)
             .await
     }
@@ -433,20 +446,10 @@ impl Platform {
                 }
                 None => false,
             };
-            Ok::<_, PlatformError>(person.filter(|_| ok))
+            Ok(person.filter(|_| ok))
         }
         .await;
-        let person = match checked {
-            Ok(p) => p,
-            Err(e) => {
-                self.attempt_not_checked(reserved).await;
-                return Err(e);
-            }
-        };
-        let Some(person) = person else {
-            return Err(self.attempt_failed(&keys, reserved, phone).await);
-        };
-        self.attempt_succeeded(reserved).await?;
+        let person = self.settle(&keys, reserved, phone, checked).await?;
         let creds = store::credentials(&self.db, &person.id)
             .await?
             .unwrap_or_default();

@@ -71,6 +71,8 @@ pub struct Db {
     write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
     /// The audit chain's key (kept outside the database; see `audit::AuditKey`).
     audit_key: Option<Arc<audit::AuditKey>>,
+    /// The rate limits' key secret, derived from the audit key once.
+    throttle_secret: [u8; 32],
 }
 
 /// Where the audit chain's key comes from.
@@ -156,6 +158,7 @@ impl Db {
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
             audit_key: None,
+            throttle_secret: [0u8; 32],
         })
     }
 
@@ -165,13 +168,12 @@ impl Db {
     }
 
     /// The secret the rate limits' keys are hashed with (derived from the audit key).
-    pub fn throttle_secret(&self) -> [u8; 32] {
-        self.audit_key
-            .as_deref()
-            .map_or([0u8; 32], |k| k.derive(b"linli-throttle-keys"))
+    pub fn throttle_secret(&self) -> &[u8; 32] {
+        &self.throttle_secret
     }
 
     pub(crate) fn set_audit_key(&mut self, key: audit::AuditKey) {
+        self.throttle_secret = key.derive(b"linli-throttle-keys");
         self.audit_key = Some(Arc::new(key));
     }
 

@@ -663,23 +663,8 @@ pub async fn roles_of(db: &Db, person: &str) -> Result<Vec<RoleAt>> {
         .collect()
 }
 
-/// Give `person` `role` at `tenant`. `conflicts` are roles the person must not hold anywhere
-/// at the same time (the three-admins separation); checked in the same transaction.
-pub async fn assign_role(
-    db: &Db,
-    person: &str,
-    tenant: &str,
-    role: &str,
-    conflicts: &[&str],
-    granted_by: &str,
-) -> Result<bool> {
-    let now = now_ms();
-    super::write_tx!(db, |tx| {
-        assign_role_in(tx, person, tenant, role, conflicts, granted_by, now).await
-    })
-}
-
-/// [`assign_role`] inside the caller's transaction.
+/// Give `person` `role` at `tenant`, inside the caller's transaction. `conflicts` are roles
+/// the person must not hold anywhere at the same time (the three-admins separation).
 pub(crate) async fn assign_role_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     person: &str,

@@ -41,7 +41,7 @@ pub fn key(db: &Db, kind: &str, parts: &[&str]) -> String {
     let secret = db.throttle_secret();
     let mut out = String::from(kind);
     for p in parts {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&secret).expect("any key size");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("any key size");
         mac.update(format!("linli-throttle|{kind}|{p}").as_bytes());
         out.push(':');
         out.push_str(&hex::encode(&mac.finalize().into_bytes()[..12]));
