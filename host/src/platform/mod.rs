@@ -586,8 +586,15 @@ impl Platform {
         if !path.exists() {
             let tmp = dir.join(format!(".{name}.{}", uuid::Uuid::new_v4().simple()));
             let text = serde_json::to_vec_pretty(&c).expect("serialises");
-            std::fs::write(&tmp, text).map_err(|e| io("writing into", e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io("writing into", e))?;
+            // On disk before it has its name: a crash leaves no empty checkpoint behind.
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&text)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(|e| io("writing into", e))?;
             tracing::debug!(seq = c.seq, path = %path.display(), "audit checkpoint written");
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
