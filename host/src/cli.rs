@@ -839,7 +839,9 @@ async fn device_command(
                     &platform.config.devices,
                     &device.tenant,
                     &id,
-                    vec![payload.clone().into_bytes(); count as usize],
+                    (0..count)
+                        .map(|i| crate::mqtt::with_message_id(&payload, i).into_bytes())
+                        .collect(),
                     interval,
                     std::time::Duration::from_millis(listen),
                     answer,
@@ -881,8 +883,9 @@ async fn device_command(
                         if i > 0 {
                             tokio::time::sleep(interval).await;
                         }
+                        let message = crate::mqtt::with_message_id(&payload, i);
                         let done = platform
-                            .ingest(Some(tenant), dev, payload.as_bytes())
+                            .ingest(Some(tenant), dev, message.as_bytes())
                             .await?;
                         println!("{}", serde_json::to_string(&done)?);
                     }
@@ -942,6 +945,10 @@ async fn serve(platform: Arc<Platform>) -> anyhow::Result<()> {
     }
     tokio::spawn(platform.clone().run_outbox());
     tokio::spawn(platform.clone().run_schedules());
+    tokio::spawn(crate::storage::audit::run_sealer(
+        platform.db.clone(),
+        std::time::Duration::from_millis(500),
+    ));
     match &platform.config.devices.mqtt_url {
         Some(url) => {
             tracing::info!(%url, prefix = %platform.config.devices.topic_prefix, "linking to the MQTT broker");

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -49,6 +50,11 @@ pub struct Metrics {
     busy: Family<PluginLabels, Counter>,
     latency: Family<PluginLabels, Histogram, fn() -> Histogram>,
     memory: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    /// 1 while the broker link is up.
+    pub(crate) mqtt_connected: Gauge,
+    /// Messages received from the broker and not yet acknowledged (the link's lag).
+    pub(crate) mqtt_unacknowledged: Gauge,
+    pub(crate) mqtt_reconnects: Counter,
 }
 
 impl Default for Metrics {
@@ -71,6 +77,24 @@ impl Metrics {
         let sign_in_failures = Counter::default();
         let sms_failures = Counter::default();
         let busy = Family::<PluginLabels, Counter>::default();
+        let mqtt_connected = Gauge::default();
+        let mqtt_unacknowledged = Gauge::default();
+        let mqtt_reconnects = Counter::default();
+        registry.register(
+            "mqtt_connected",
+            "1 while the link to the MQTT broker is up",
+            mqtt_connected.clone(),
+        );
+        registry.register(
+            "mqtt_unacknowledged",
+            "Messages from the broker being processed, not yet acknowledged",
+            mqtt_unacknowledged.clone(),
+        );
+        registry.register(
+            "mqtt_connects",
+            "Connections made to the MQTT broker (the first and every reconnect)",
+            mqtt_reconnects.clone(),
+        );
         let latency = Family::<PluginLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -149,6 +173,9 @@ impl Metrics {
             busy,
             latency,
             memory,
+            mqtt_connected,
+            mqtt_unacknowledged,
+            mqtt_reconnects,
         }
     }
 
@@ -186,7 +213,7 @@ impl Metrics {
                 CallError::CpuTime(_) => {
                     self.deadlines.get_or_create(labels).inc();
                 }
-                CallError::Deadline(_) | CallError::Busy(_) => {
+                CallError::Deadline { .. } | CallError::Busy(_) | CallError::Unavailable(_) => {
                     self.busy.get_or_create(labels).inc();
                 }
                 _ => {}

@@ -16,6 +16,7 @@
 //! the broker's address or credentials.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -50,7 +51,9 @@ pub fn options(cfg: &DevicesConfig, client_id: &str) -> anyhow::Result<MqttOptio
         .context("devices.mqtt_url is not set")?;
     let (host, port) = broker_address(url)?;
     let mut o = MqttOptions::new(client_id, host, port);
-    o.set_keep_alive(Duration::from_secs(30));
+    // Short enough that a broker gone silent is noticed within seconds (rumqttc fails the
+    // link when a ping goes unanswered until the next one is due).
+    o.set_keep_alive(Duration::from_secs(10));
     o.set_max_packet_size(cfg.payload_bytes + 1024, cfg.payload_bytes + 1024);
     if let (Some(user), Some(pass)) = (&cfg.mqtt_username, &cfg.mqtt_password) {
         o.set_credentials(user, pass);
@@ -89,14 +92,43 @@ fn parse_topic(prefix: &str, topic: &str) -> Option<(String, String, Channel)> {
         .then(|| (tenant.to_owned(), device.to_owned(), channel))
 }
 
+/// The link's state, for `/readyz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    configured: AtomicBool,
+    connected: AtomicBool,
+    /// Bumped on every connect: an acknowledgement is sent only on the connection its
+    /// message came on (packet ids are per connection; the broker resends the others).
+    generation: AtomicU64,
+}
+
+impl LinkState {
+    /// `None` when no broker is configured; otherwise whether the link is up now.
+    pub fn up(&self) -> Option<bool> {
+        self.configured
+            .load(Ordering::SeqCst)
+            .then(|| self.connected.load(Ordering::SeqCst))
+    }
+}
+
+/// Messages received and not yet acknowledged past which more are left to the broker to
+/// send again (the broker's own in-flight window normally keeps far below this).
+const MAX_UNACKNOWLEDGED: i64 = 4096;
+
 /// Run the link until the process ends: connect, subscribe, hand messages to the platform,
 /// and reconnect with backoff (0.5 s doubling to 30 s) whenever the broker goes away.
+///
+/// The event loop never waits for anything but the broker: each message is handled by its
+/// own task (at most [`IN_FLIGHT`] at work, the rest queued behind them), and everything the
+/// loop asks of the client (subscriptions) is non-blocking. So the loop keeps draining the
+/// client's requests — the acknowledgements the tasks send — and answering keepalives, however
+/// large the backlog the broker delivers at once.
 pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
     let cfg = platform.config.devices.clone();
     let mut opts = options(&cfg, &cfg.mqtt_client_id)?;
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     platform
         .commands
         .set_publisher(client.clone(), cfg.topic_prefix.clone());
@@ -104,38 +136,63 @@ pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
         Some(group) => format!("$share/{group}/{}/+/+/{c}", cfg.topic_prefix),
         None => format!("{}/+/+/{c}", cfg.topic_prefix),
     });
+    let link = &platform.mqtt;
+    link.configured.store(true, Ordering::SeqCst);
+    let metrics = &platform.metrics;
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut backoff = Duration::from_millis(500);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(500);
+                link.generation.fetch_add(1, Ordering::SeqCst);
+                link.connected.store(true, Ordering::SeqCst);
+                metrics.mqtt_connected.set(1);
+                metrics.mqtt_reconnects.inc();
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
                 );
                 // Subscribe on every connect: cheap, and right after a broker lost its state.
                 for filter in &filters {
-                    if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                    if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "MQTT subscribe failed");
                     }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let permit = slots.clone().acquire_owned().await.expect("never closed");
-                let (platform, client, prefix) =
-                    (platform.clone(), client.clone(), cfg.topic_prefix.clone());
+                if metrics.mqtt_unacknowledged.get() >= MAX_UNACKNOWLEDGED {
+                    tracing::error!(topic = %publish.topic, "MQTT backlog over {MAX_UNACKNOWLEDGED} messages; this one is left to the broker to send again");
+                    continue;
+                }
+                metrics.mqtt_unacknowledged.inc();
+                let generation = link.generation.load(Ordering::SeqCst);
+                let (platform, client, slots, prefix) = (
+                    platform.clone(),
+                    client.clone(),
+                    slots.clone(),
+                    cfg.topic_prefix.clone(),
+                );
                 tokio::spawn(async move {
-                    if handle(&platform, &prefix, &publish).await
+                    let permit = slots.acquire_owned().await;
+                    let done = handle(&platform, &prefix, &publish, generation).await;
+                    drop(permit);
+                    let same_link = platform.mqtt.generation.load(Ordering::SeqCst) == generation;
+                    if done
+                        && same_link
                         && let Err(e) = client.ack(&publish).await
                     {
                         tracing::warn!(error = %e, "MQTT ack failed; the broker will send it again");
                     }
-                    drop(permit);
+                    platform.metrics.mqtt_unacknowledged.dec();
                 });
             }
             Ok(_) => {}
             Err(e) => {
+                if link.connected.swap(false, Ordering::SeqCst) {
+                    tracing::warn!(error = %e, "MQTT link lost");
+                }
+                metrics.mqtt_connected.set(0);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT link down");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -146,37 +203,36 @@ pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
 
 /// One message from the broker; whether to acknowledge it. Messages refused for good
 /// (unknown device, bad payload, over its rate) are acknowledged after being logged and
-/// counted; one the host could not process (the database unreachable, after three tries)
-/// is left unacknowledged, so the broker sends it again when the link reconnects.
-async fn handle(platform: &Platform, prefix: &str, publish: &rumqttc::Publish) -> bool {
+/// counted. One the host could not store (the database unavailable) is tried again with
+/// backoff until it is stored — the acknowledgement waits — or until the link it came on
+/// is gone (the broker then sends it again on the next one).
+async fn handle(
+    platform: &Platform,
+    prefix: &str,
+    publish: &rumqttc::Publish,
+    generation: u64,
+) -> bool {
     let Some((tenant, device, channel)) = parse_topic(prefix, &publish.topic) else {
         tracing::debug!(topic = %publish.topic, "ignored a message on a topic outside the layout");
         return true;
     };
-    if channel == Channel::Ack {
-        return match platform
-            .answer_command(Some(&tenant), &device, &publish.payload)
-            .await
-        {
-            Err(e @ (PlatformError::Storage(_) | PlatformError::Host(_))) => {
-                tracing::warn!(%device, error = %e, "command answer not processed");
-                false
-            }
-            Err(e) => {
-                tracing::info!(%device, %tenant, error = %e, "command answer refused");
-                true
-            }
-            Ok(()) => true,
-        };
-    }
     let mut pause = Duration::from_millis(200);
-    for attempt in 1..=3 {
-        match platform
-            .ingest(Some(&tenant), &device, &publish.payload)
-            .await
-        {
+    for attempt in 1.. {
+        let outcome = match channel {
+            Channel::Ack => platform
+                .answer_command(Some(&tenant), &device, &publish.payload)
+                .await
+                .map(|()| None),
+            Channel::Up => platform
+                .ingest_message(Some(&tenant), &device, &publish.payload, publish.dup)
+                .await
+                .map(Some),
+        };
+        match outcome {
             Ok(done) => {
-                tracing::debug!(%device, deliveries = done.deliveries.len(), "device message handled");
+                if let Some(done) = done {
+                    tracing::debug!(%device, delivered = done.delivered(), duplicate = done.duplicate, "device message stored");
+                }
                 return true;
             }
             Err(PlatformError::TooMany(_)) => {
@@ -184,9 +240,12 @@ async fn handle(platform: &Platform, prefix: &str, publish: &rumqttc::Publish) -
                 return true;
             }
             Err(e @ (PlatformError::Storage(_) | PlatformError::Host(_))) => {
-                tracing::warn!(%device, attempt, error = %e, "device message not processed");
+                tracing::warn!(%device, attempt, error = %e, "device message not stored yet; will retry");
+                if platform.mqtt.generation.load(Ordering::SeqCst) != generation {
+                    return false;
+                }
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::info!(%device, %tenant, error = %e, "device message refused");
@@ -195,6 +254,26 @@ async fn handle(platform: &Platform, prefix: &str, publish: &rumqttc::Publish) -
         }
     }
     false
+}
+
+/// `payload` with a message `id` (`sim-<pid>-<n>`) added when it is a JSON object without
+/// one, so a simulated device's repeated messages are told apart.
+pub fn with_message_id(payload: &str, n: u32) -> String {
+    match serde_json::from_str::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(mut map)) if !map.contains_key("id") => {
+            map.insert(
+                "id".into(),
+                format!(
+                    "sim-{}-{}-{n}",
+                    std::process::id(),
+                    crate::storage::now_ms()
+                )
+                .into(),
+            );
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => payload.to_owned(),
+    }
 }
 
 /// How a simulated device answers the commands it receives.

@@ -113,6 +113,7 @@ async fn admin_actions_are_chained_and_tampering_is_detected(backend: Backend) {
     // Delete a record: detected as missing.
     let h2 = TestHost::start(backend, |_| {}).await;
     h2.village("dongcun").await;
+    linli::storage::audit::seal(&h2.platform.db).await.unwrap();
     sqlx::query("DELETE FROM audit_log WHERE seq = 2")
         .execute(h2.platform.db.pool())
         .await

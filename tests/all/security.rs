@@ -1033,6 +1033,7 @@ async fn checkpoints_catch_a_chain_cut_short(backend: Backend) {
     // More records, then the newest ones — the checkpointed one among them — cut off.
     sign_in(&h, ZHANG).await;
     sign_in(&h, WANG).await;
+    linli::storage::audit::seal(&p.db).await.unwrap();
     sqlx::query("DELETE FROM audit_log WHERE seq >= $1")
         .bind(c.seq - 1)
         .execute(p.db.pool())

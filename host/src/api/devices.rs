@@ -228,13 +228,21 @@ pub(super) async fn rotate_secret(
 pub(super) struct Accepted {
     /// When the host received it (ms since the epoch).
     received_at_ms: i64,
-    /// How many plugins it was handed to.
+    /// How many plugins' handlers took it.
     delivered: usize,
+    /// How many plugins it is stored for and will be handed to again (their handler failed
+    /// or is busy): it is safe with the host either way.
+    queued: usize,
+    /// The host had this message already (the same `id`, or a repeat): nothing new was done.
+    duplicate: bool,
 }
 
 /// A device's message over HTTP (for devices on NB-IoT/4G platforms that push by webhook,
 /// and where no broker is configured): `Authorization: Bearer <device secret>`, the JSON body
-/// checked against the device kind's rules, then handed to the plugins granted that kind.
+/// checked against the device kind's rules, stored for the plugins granted that kind, then
+/// handed to them. 202 means the message is safe with the host; a 503 means it is not and
+/// the device should send it again. An `id` field (1–64 of `A-Za-z0-9._:-`) makes a resend
+/// of the same message a no-op.
 #[utoipa::path(post, path = "/api/v1/device-messages/{id}", tag = "devices",
     params(("id" = String, Path)),
     request_body(content = serde_json::Value, content_type = "application/json"),
@@ -261,7 +269,9 @@ pub(super) async fn device_message(
         StatusCode::ACCEPTED,
         Json(Accepted {
             received_at_ms: done.received_at_ms,
-            delivered: done.deliveries.len(),
+            delivered: done.delivered(),
+            queued: done.deliveries.len() - done.delivered(),
+            duplicate: done.duplicate,
         }),
     ))
 }

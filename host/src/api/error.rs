@@ -42,6 +42,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorDetail,
     pub www_authenticate: bool,
+    /// Seconds after which a retry may succeed (`Retry-After`): overload and storage outages.
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -56,7 +58,14 @@ impl ApiError {
                 detail: None,
             },
             www_authenticate: false,
+            retry_after: None,
         }
+    }
+
+    /// Tell the client when to retry (`Retry-After`, seconds).
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
@@ -80,6 +89,11 @@ impl IntoResponse for ApiError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if let Some(s) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
         response
     }
 }
@@ -101,15 +115,33 @@ fn call_error(plugin: &str, error: &CallError) -> ApiError {
             plugin,
             format!("more than {ms} ms of CPU time (limits.cpu_time_ms)"),
         ),
-        CallError::Deadline(ms) => ApiError::new(
+        CallError::Deadline { ms, applied } => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "plugin_deadline",
-            format!("插件处理超时 / plugin {plugin} exceeded its deadline"),
+            if *applied {
+                format!(
+                    "插件处理超时，但更改已保存，请勿重复提交 / plugin {plugin} exceeded its deadline after its change was saved: do not send it again"
+                )
+            } else {
+                format!(
+                    "插件处理超时，未作任何更改，可以重试 / plugin {plugin} exceeded its deadline and changed nothing: it is safe to try again"
+                )
+            },
         )
         .plugin(
             plugin,
             format!("deadline of {ms} ms (limits.call_timeout_ms)"),
-        ),
+        )
+        .detail(serde_json::json!({ "applied": applied })),
+        CallError::Unavailable(reason) => {
+            tracing::error!(%plugin, %reason, "storage unavailable calling plugin");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "存储暂不可用，请稍后重试 / storage unavailable, retry later",
+            )
+            .retry_after(5)
+        }
         CallError::Busy(ms) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "host_busy",
@@ -118,7 +150,8 @@ fn call_error(plugin: &str, error: &CallError) -> ApiError {
         .plugin(
             plugin,
             format!("no free instance within {ms} ms (limits.instances)"),
-        ),
+        )
+        .retry_after(1),
         CallError::Output(reason) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "plugin_bad_response",
@@ -212,6 +245,7 @@ impl From<PlatformError> for ApiError {
                     "storage_unavailable",
                     "存储暂不可用，请稍后重试 / storage unavailable, retry later",
                 )
+                .retry_after(5)
             }
             PlatformError::Host(e) => {
                 tracing::error!(error = format!("{e:#}"), "host failure");

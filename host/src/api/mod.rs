@@ -227,21 +227,39 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers a read and takes a write, and the broker link (when one
+/// is configured) is up. The body names each part.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, description = "Ready"),
-    (status = 503, description = "Database unreachable"),
+    (status = 200, description = "Ready", body = crate::platform::Readiness),
+    (status = 503, description = "A part is down: the body says which"),
 ))]
 async fn readyz(State(platform): State<Arc<Platform>>) -> Response {
-    if platform.ready().await {
-        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    let r = platform.readiness().await;
+    if r.ready() {
+        axum::Json(serde_json::json!({ "status": "ready", "checks": r })).into_response()
     } else {
-        ApiError::new(
+        let mut down = Vec::new();
+        if !r.database {
+            down.push("数据库无法读取 / the database does not answer");
+        } else if !r.writes {
+            down.push("数据库无法写入 / the database refuses writes");
+        }
+        if r.mqtt == Some(false) {
+            down.push("与 MQTT 服务器的连接中断 / the link to the MQTT broker is down");
+        }
+        let mut response = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "数据库不可用 / database unreachable",
+            down.join("; "),
         )
-        .into_response()
+        .detail(serde_json::json!({ "checks": r }))
+        .retry_after(5)
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+        response
     }
 }
 

@@ -14,6 +14,7 @@ use crate::runtime::bindings::linli::plugin::data::{
 };
 use crate::storage::StorageError;
 use crate::storage::kv;
+use crate::storage::outbox::Staged;
 
 impl HostState {
     fn data_ready(&self) -> Result<(), WitError> {
@@ -60,6 +61,16 @@ impl HostState {
         Ok(())
     }
 
+    /// What a write task needs, owned: it runs apart from the call (see `Writes`).
+    fn write_parts(&self) -> (crate::storage::Db, kv::Scope, u64, Vec<Staged>) {
+        (
+            self.call.db.clone(),
+            self.call.scope.clone(),
+            self.limits.keys_per_scope,
+            self.staged.clone(),
+        )
+    }
+
     fn check_hostcall(&self, bytes: usize) -> Result<(), WitError> {
         let max = self.limits.hostcall_bytes;
         if bytes > max {
@@ -70,12 +81,13 @@ impl HostState {
         Ok(())
     }
 
-    fn storage_error(&self, e: StorageError) -> WitError {
+    fn storage_error(&mut self, e: StorageError) -> WitError {
         match e {
             StorageError::Quota(m) => WitError::Quota(m),
             StorageError::Invalid(m) => WitError::Invalid(m),
             StorageError::NotFound(m) => WitError::NotFound(m),
             other => {
+                self.storage_unavailable = true;
                 tracing::error!(
                     tenant = %self.call.scope.tenant,
                     plugin = %self.call.scope.plugin,
@@ -115,16 +127,12 @@ impl data::Host for HostState {
         self.check_key(&key)?;
         self.check_value(&value)?;
         self.check_hostcall(key.len() + value.len())?;
-        kv::set_staged(
-            &self.call.db,
-            &self.call.scope,
-            &key,
-            &value,
-            self.limits.keys_per_scope,
-            &self.staged,
-        )
-        .await
-        .map_err(|e| self.storage_error(e))?;
+        let (db, scope, max, staged) = self.write_parts();
+        self.writes
+            .clone()
+            .run(async move { kv::set_staged(&db, &scope, &key, &value, max, &staged).await })
+            .await
+            .map_err(|e| self.storage_error(e))?;
         self.staged.clear();
         Ok(())
     }
@@ -132,7 +140,11 @@ impl data::Host for HostState {
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
         self.data_ready()?;
         self.check_key(&key)?;
-        let deleted = kv::delete_staged(&self.call.db, &self.call.scope, &key, &self.staged)
+        let (db, scope, _, staged) = self.write_parts();
+        let deleted = self
+            .writes
+            .clone()
+            .run(async move { kv::delete_staged(&db, &scope, &key, &staged).await })
             .await
             .map_err(|e| self.storage_error(e))?;
         self.staged.clear();
@@ -203,16 +215,13 @@ impl data::Host for HostState {
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, WitError> {
         self.data_ready()?;
         self.check_key(&key)?;
-        let value = kv::increment_staged(
-            &self.call.db,
-            &self.call.scope,
-            &key,
-            delta,
-            self.limits.keys_per_scope,
-            &self.staged,
-        )
-        .await
-        .map_err(|e| self.storage_error(e))?;
+        let (db, scope, max, staged) = self.write_parts();
+        let value = self
+            .writes
+            .clone()
+            .run(async move { kv::increment_staged(&db, &scope, &key, delta, max, &staged).await })
+            .await
+            .map_err(|e| self.storage_error(e))?;
         self.staged.clear();
         Ok(value)
     }
@@ -231,17 +240,24 @@ impl data::Host for HostState {
         let carried =
             key.len() + expected.as_ref().map_or(0, Vec::len) + new.as_ref().map_or(0, Vec::len);
         self.check_hostcall(carried)?;
-        let swapped = kv::compare_and_swap_staged(
-            &self.call.db,
-            &self.call.scope,
-            &key,
-            expected.as_deref(),
-            new.as_deref(),
-            self.limits.keys_per_scope,
-            &self.staged,
-        )
-        .await
-        .map_err(|e| self.storage_error(e))?;
+        let (db, scope, max, staged) = self.write_parts();
+        let swapped = self
+            .writes
+            .clone()
+            .run(async move {
+                kv::compare_and_swap_staged(
+                    &db,
+                    &scope,
+                    &key,
+                    expected.as_deref(),
+                    new.as_deref(),
+                    max,
+                    &staged,
+                )
+                .await
+            })
+            .await
+            .map_err(|e| self.storage_error(e))?;
         if swapped {
             self.staged.clear();
         }
@@ -305,16 +321,13 @@ impl data::Host for HostState {
             });
         }
         self.check_hostcall(carried)?;
-        let outcome = kv::batch_staged(
-            &self.call.db,
-            &self.call.scope,
-            &pres,
-            &ops,
-            self.limits.keys_per_scope,
-            &self.staged,
-        )
-        .await
-        .map_err(|e| self.storage_error(e))?;
+        let (db, scope, max, staged) = self.write_parts();
+        let outcome = self
+            .writes
+            .clone()
+            .run(async move { kv::batch_staged(&db, &scope, &pres, &ops, max, &staged).await })
+            .await
+            .map_err(|e| self.storage_error(e))?;
         if outcome == kv::BatchOutcome::Committed {
             self.staged.clear();
         }

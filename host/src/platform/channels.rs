@@ -197,9 +197,13 @@ impl Platform {
                         );
                     }
                     Some(url) => {
+                        // The entry id names this send: a retry (after a timeout, a crash
+                        // or by another replica) carries the same one, so a gateway can
+                        // drop the repeat.
                         let mut req = client()
                             .post(url)
-                            .json(&json!({ "phones": phones, "text": text }));
+                            .header("Idempotency-Key", &entry.id)
+                            .json(&json!({ "id": entry.id, "phones": phones, "text": text }));
                         if let Some(t) = &cfg.sms_token {
                             req = req.bearer_auth(t);
                         }
@@ -224,6 +228,7 @@ impl Platform {
                 alert["info"]["area"]["areaDesc"] = json!(place);
                 let body = json!({
                     "id": job.notice_id,
+                    "delivery_id": entry.id,
                     "tenant": n.served,
                     "plugin": job.plugin,
                     "title_zh": n.title_zh,
@@ -234,7 +239,10 @@ impl Platform {
                     "urgency": n.urgency,
                     "alert": alert,
                 });
-                let mut req = client().post(url).json(&body);
+                let mut req = client()
+                    .post(url)
+                    .header("Idempotency-Key", &entry.id)
+                    .json(&body);
                 if let Some(t) = &cfg.webhook_token {
                     req = req.bearer_auth(t);
                 }

@@ -207,16 +207,62 @@ impl Platform {
     /// installed are upgraded in place from the directory when their component changed
     /// (rebuilt after a pull): data and grants stay, nothing is installed anew, and one that
     /// now needs more grants keeps its old version with a warning.
+    ///
+    /// Replicas starting together on an empty database seed it once: the first claims the
+    /// work (`host_markers`), the others wait for it to finish and then carry on as on a
+    /// seeded database.
     pub async fn seed_demo(&self) -> anyhow::Result<bool> {
+        use crate::storage::markers::{self, Claim};
         if !self.config.seed_demo {
             return Ok(false);
         }
+        const MARKER: &str = "demo-seed";
+        let me = format!(
+            "pid-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut waited = false;
+        loop {
+            match markers::claim(&self.db, MARKER, &me, 10 * 60_000).await? {
+                Claim::Ours => break,
+                Claim::Done => {
+                    if self.demo_seeded().await? {
+                        self.upgrade_demo_plugins().await?;
+                    }
+                    return Ok(false);
+                }
+                Claim::Busy => {
+                    if !waited {
+                        tracing::info!("another replica is seeding the demo county; waiting");
+                        waited = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+            }
+        }
         if tenants::count(&self.db).await? > 0 {
+            // A database from before the claim, or one set up by hand.
+            markers::done(&self.db, MARKER).await?;
             if self.demo_seeded().await? {
                 self.upgrade_demo_plugins().await?;
             }
             return Ok(false);
         }
+        match self.seed_demo_county().await {
+            Ok(()) => {
+                markers::done(&self.db, MARKER).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                let _ = markers::release(&self.db, MARKER, &me).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Create the demo county on an empty database (see [`Self::seed_demo`]).
+    async fn seed_demo_county(&self) -> anyhow::Result<()> {
         let system = Principal::System;
         let tree = [
             (
@@ -345,7 +391,7 @@ impl Platform {
         } else {
             tracing::warn!("no demo_plugins_dir configured: the demo county has no plugins");
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Whether this database holds the demo county (its first resident is there).

@@ -48,70 +48,83 @@ pub struct Notice {
 }
 
 impl Platform {
-    /// Deliver every due entry; how many were delivered.
+    /// Deliver every due entry this worker can claim; how many were delivered. Entries are
+    /// leased as they are claimed (see [`outbox::claim_due`]), so replicas running this at
+    /// the same time never hand out the same one.
     pub async fn deliver_outbox(&self) -> Result<usize, PlatformError> {
         let mut delivered = 0;
         loop {
-            let due = outbox::due(&self.db, now_ms(), 100).await?;
+            let due = outbox::claim_due(&self.db, now_ms(), 100).await?;
             if due.is_empty() {
                 return Ok(delivered);
             }
-            let mut progressed = false;
             for entry in &due {
-                match self.deliver_entry(entry).await {
-                    Ok(n) => {
-                        delivered += 1;
-                        progressed = true;
-                        if entry.kind == "notify" {
-                            tracing::info!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, recipients = n, "notification delivered");
-                        } else {
-                            outbox::delivered(&self.db, &entry.id, now_ms()).await?;
-                            tracing::debug!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, "event delivered");
-                        }
-                    }
-                    // A suspended installation's events wait without using up attempts;
-                    // resuming it makes them due again at once.
-                    Err(e @ PlatformError::Conflict(_))
-                        if matches!(entry.kind.as_str(), "tick" | "event") =>
-                    {
-                        tracing::debug!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, error = %e, "entry waits");
-                        outbox::postpone(
-                            &self.db,
-                            &entry.id,
-                            &e.to_string(),
-                            now_ms() + SUSPENDED_WAIT_MS,
-                        )
-                        .await?;
-                    }
-                    Err(e)
-                        if entry.kind != "notify"
-                            && entry.attempts + 1 >= super::events::MAX_EVENT_ATTEMPTS =>
-                    {
-                        tracing::error!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, attempts = entry.attempts + 1, error = %e, "event given up");
-                        outbox::abandon(&self.db, &entry.id, &e.to_string()).await?;
-                    }
-                    Err(e) => {
-                        // Retry later, backing off: 2, 4, 8 … s, at most 10 minutes.
-                        let wait = 1_000i64 << (entry.attempts + 1).min(9);
-                        let next = now_ms() + wait.min(600_000);
-                        tracing::warn!(entry = %entry.id, plugin = %entry.plugin, attempts = entry.attempts + 1, error = %e, "notification not delivered; will retry");
-                        outbox::failed(&self.db, &entry.id, &e.to_string(), next).await?;
-                    }
+                if self.settle_entry(entry).await? {
+                    delivered += 1;
                 }
-            }
-            if !progressed {
-                return Ok(delivered);
             }
         }
     }
 
-    /// Run [`Self::deliver_outbox`] every [`OUTBOX_POLL`] until the process ends.
+    /// Deliver one claimed entry and record what came of it: delivered, retried later with
+    /// backoff, postponed (its installation is suspended) or given up. Whether it was
+    /// delivered. An error means the outcome could not be recorded; the lease then runs out
+    /// and the entry is tried again.
+    pub(super) async fn settle_entry(&self, entry: &Entry) -> Result<bool, PlatformError> {
+        let plugin_event = matches!(entry.kind.as_str(), "tick" | "event" | "telemetry");
+        match self.deliver_entry(entry).await {
+            Ok(n) => {
+                if entry.kind == "notify" {
+                    tracing::info!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, recipients = n, "notification delivered");
+                } else {
+                    outbox::delivered(&self.db, &entry.id, now_ms()).await?;
+                    tracing::debug!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, "entry delivered");
+                }
+                Ok(true)
+            }
+            // A suspended installation's events wait without using up attempts;
+            // resuming it makes them due again at once.
+            Err(e @ PlatformError::Conflict(_)) if plugin_event => {
+                tracing::debug!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, error = %e, "entry waits");
+                outbox::postpone(
+                    &self.db,
+                    &entry.id,
+                    &e.to_string(),
+                    now_ms() + SUSPENDED_WAIT_MS,
+                )
+                .await?;
+                Ok(false)
+            }
+            Err(e)
+                if entry.kind != "notify"
+                    && entry.attempts + 1 >= super::events::MAX_EVENT_ATTEMPTS =>
+            {
+                tracing::error!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, attempts = entry.attempts + 1, error = %e, "entry given up");
+                outbox::abandon(&self.db, &entry.id, &e.to_string()).await?;
+                Ok(false)
+            }
+            Err(e) => {
+                // Retry later, backing off: 2, 4, 8 … s, at most 10 minutes.
+                let wait = 1_000i64 << (entry.attempts + 1).min(9);
+                let next = now_ms() + wait.min(600_000);
+                tracing::warn!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, attempts = entry.attempts + 1, error = %e, "entry not delivered; will retry");
+                outbox::failed(&self.db, &entry.id, &e.to_string(), next).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Run [`Self::deliver_outbox`] every [`OUTBOX_POLL`], and at once when something was
+    /// queued here, until the process ends.
     pub async fn run_outbox(self: Arc<Self>) {
         loop {
             if let Err(e) = self.deliver_outbox().await {
                 tracing::warn!(error = %e, "outbox delivery failed");
             }
-            tokio::time::sleep(OUTBOX_POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(OUTBOX_POLL) => {}
+                _ = self.outbox_wake.notified() => {}
+            }
         }
     }
 
@@ -119,6 +132,7 @@ impl Platform {
         match entry.kind.as_str() {
             "notify" => {}
             "tick" | "event" => return self.deliver_event(entry).await,
+            "telemetry" => return self.deliver_telemetry(entry).await,
             "channel" => return self.deliver_channel(entry).await,
             other => {
                 return Err(PlatformError::Invalid(format!(

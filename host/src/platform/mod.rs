@@ -237,6 +237,10 @@ pub struct Platform {
     device_buckets: Mutex<HashMap<String, telemetry::Bucket>>,
     /// Commands to devices and their answers.
     pub commands: Arc<crate::commands::CommandBus>,
+    /// Wakes the outbox worker when this process queued something due now.
+    outbox_wake: tokio::sync::Notify,
+    /// The broker link's state (when `devices.mqtt_url` is set).
+    pub mqtt: crate::mqtt::LinkState,
 }
 
 impl Platform {
@@ -272,7 +276,14 @@ impl Platform {
             traps: Mutex::new(HashMap::new()),
             log_limiters: Mutex::new(HashMap::new()),
             device_buckets: Mutex::new(HashMap::new()),
+            outbox_wake: tokio::sync::Notify::new(),
+            mqtt: crate::mqtt::LinkState::default(),
         }))
+    }
+
+    /// Tell this process's outbox worker that something is due now.
+    pub(crate) fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
     }
 
     fn call_context(
@@ -1200,9 +1211,16 @@ impl Platform {
             Arc::new(grants),
         );
         let (result, stats) = self.runtime.handle_http(&pre, context, request).await;
+        let storage_unavailable = stats.storage_unavailable;
         self.metrics
             .observe(&labels, started.elapsed().as_secs_f64(), &result, stats);
         match result {
+            // The plugin failed because the database did: the caller should retry later,
+            // and hears so (503, `Retry-After`) rather than a plugin error.
+            Ok(r) if storage_unavailable && r.status >= 500 => Err(PlatformError::Call {
+                plugin: plugin.to_owned(),
+                error: CallError::Unavailable("the plugin met the database unavailable".into()),
+            }),
             Ok(r) => Ok(r),
             Err(error) => {
                 if error.is_trap() {
@@ -1279,10 +1297,48 @@ impl Platform {
 
     /// Database reachable?
     pub async fn ready(&self) -> bool {
-        sqlx::query("SELECT 1")
-            .execute(self.db.pool())
-            .await
-            .is_ok()
+        self.readiness().await.ready()
+    }
+
+    /// What `/readyz` reports: the database answers a read and takes a write (each within
+    /// two seconds), and the broker link is up when one is configured.
+    pub async fn readiness(&self) -> Readiness {
+        let limit = Duration::from_secs(2);
+        let read = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(self.db.pool()));
+        let database = matches!(read.await, Ok(Ok(_)));
+        let holder = format!("pid-{}", std::process::id());
+        let write = tokio::time::timeout(limit, self.db.probe_write(&holder));
+        let writes = match write.await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the database refused a write");
+                false
+            }
+            Err(_) => false,
+        };
+        Readiness {
+            database,
+            writes,
+            mqtt: self.mqtt.up(),
+        }
+    }
+}
+
+/// The host's readiness, part by part.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct Readiness {
+    /// The database answers a read.
+    pub database: bool,
+    /// The database takes a write.
+    pub writes: bool,
+    /// The link to the MQTT broker is up (absent when none is configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<bool>,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.database && self.writes && self.mqtt != Some(false)
     }
 }
 

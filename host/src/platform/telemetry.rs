@@ -8,15 +8,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{Platform, PlatformError};
+use crate::runtime::CallError;
 use crate::runtime::bindings::Event;
 use crate::runtime::bindings::exports::linli::plugin::events::Telemetry;
 use crate::storage::devices::{self, Device, DeviceKind, DeviceStatus};
 use crate::storage::installs::{self, InstallRow, Status};
+use crate::storage::outbox::{self, Entry};
 use crate::storage::{now_ms, tenants};
 
 /// What became of one device message.
@@ -26,7 +28,10 @@ pub struct Ingested {
     pub kind: DeviceKind,
     /// When the host received it (ms since the epoch): the time plugins see.
     pub received_at_ms: i64,
-    /// Each plugin it was handed to, and how its handler answered.
+    /// The message was received before (the same `id`, or a redelivery): nothing new was
+    /// queued and no plugin is called again.
+    pub duplicate: bool,
+    /// Each plugin it is for, and how far it got.
     pub deliveries: Vec<Delivery>,
 }
 
@@ -35,9 +40,52 @@ pub struct Delivery {
     /// Where the plugin is installed.
     pub tenant: String,
     pub plugin: String,
-    /// `ok`, or the handler's error.
+    /// `ok` (the handler took it), or `queued: <why>`: stored, and handed to the plugin
+    /// again with backoff until it takes it.
     pub outcome: String,
 }
+
+impl Ingested {
+    /// How many plugins' handlers took the message.
+    pub fn delivered(&self) -> usize {
+        self.deliveries.iter().filter(|d| d.outcome == "ok").count()
+    }
+}
+
+/// A device message in the outbox (kind `telemetry`), one entry per plugin it is for.
+#[derive(Debug, Serialize, Deserialize)]
+struct TelemetryPayload {
+    device: String,
+    kind: String,
+    received_at_ms: i64,
+    /// The checked body, JSON.
+    body: String,
+    /// The device's place and its ancestors: the plugin is called for it.
+    served: Vec<String>,
+}
+
+/// The key that makes a repeat of one message a no-op: the device's own message `id`, or
+/// else its clock (`ts`) with the body's hash. A message with neither is a new message each
+/// time (a button pressed twice is two presses) unless it is a broker's redelivery, which
+/// [`Platform::ingest_message`] matches to the original by the body's hash.
+fn message_key(device: &str, body: &Map<String, Value>, received: i64) -> String {
+    if let Some(Value::String(id)) = body.get("id") {
+        return format!("{device}/id:{id}");
+    }
+    let hash = body_hash(body);
+    match body.get("ts").and_then(Value::as_i64) {
+        Some(ts) => format!("{device}/ts:{ts}:{hash}"),
+        None => format!("{device}/h:{hash}:{received}"),
+    }
+}
+
+fn body_hash(body: &Map<String, Value>) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(Value::Object(body.clone()).to_string().as_bytes())[..12])
+}
+
+/// How far back a redelivered message without `id` or `ts` is matched to its original.
+const REDELIVERY_WINDOW_MS: i64 = 15 * 60_000;
 
 /// A token bucket per device.
 pub(super) struct Bucket {
@@ -172,7 +220,7 @@ pub fn check_payload(kind: DeviceKind, bytes: &[u8], max: usize) -> Result<Value
     let (rules, need_one) = rules(kind);
     let map = json_object(bytes, max)?;
     let out = check_fields(&map, rules, (kind.zh(), kind.as_str()))?;
-    if need_one && out.keys().all(|k| k == "ts") {
+    if need_one && out.keys().all(|k| k == "ts" || k == "id") {
         return Err(format!(
             "{} 的消息至少需要一个读数 / a {} message needs at least one reading",
             kind.zh(),
@@ -276,6 +324,21 @@ fn check_fields(
 ) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for (key, v) in map {
+        if key == "id" {
+            let ok = v.as_str().is_some_and(|s| {
+                (1..=64).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+            });
+            if !ok {
+                return Err(
+                    "id: 须为 1–64 个字母、数字或 ._:- / must be 1–64 letters, digits or ._:-"
+                        .into(),
+                );
+            }
+            out.insert(key.clone(), v.clone());
+            continue;
+        }
         if key == "ts" {
             match v.as_i64() {
                 Some(t) if t >= 0 => {
@@ -292,7 +355,7 @@ fn check_fields(
         let Some((_, ty, _)) = rules.iter().find(|(name, _, _)| name == key) else {
             let known: Vec<_> = rules.iter().map(|(n, _, _)| *n).collect();
             return Err(format!(
-                "{key}: {} 没有此字段 / not a field of a {} (fields: {}, ts)",
+                "{key}: {} 没有此字段 / not a field of a {} (fields: {}, id, ts)",
                 what.0,
                 what.1,
                 known.join(", ")
@@ -336,6 +399,19 @@ impl Platform {
         device: &str,
         payload: &[u8],
     ) -> Result<Ingested, PlatformError> {
+        self.ingest_message(tenant, device, payload, false).await
+    }
+
+    /// [`Self::ingest`], saying whether the transport marks this a redelivery (MQTT's DUP
+    /// flag): one without an `id` or `ts` is then taken as the message it repeats if the
+    /// device sent the same body within the last quarter hour.
+    pub async fn ingest_message(
+        &self,
+        tenant: Option<&str>,
+        device: &str,
+        payload: &[u8],
+        redelivery: bool,
+    ) -> Result<Ingested, PlatformError> {
         let counted = |outcome: &str, e: PlatformError| {
             self.metrics.device_message(outcome);
             e
@@ -369,14 +445,117 @@ impl Platform {
         }
         let body = check_payload(d.kind, payload, self.config.devices.payload_bytes)
             .map_err(|m| counted("invalid", PlatformError::Invalid(m)))?;
+        let Value::Object(body) = body else {
+            unreachable!("check_payload returns an object")
+        };
         self.metrics.device_message("accepted");
         let received = now_ms();
-        devices::touch(&self.db, device, received).await?;
-        let deliveries = self.deliver(&d, &body, received).await?;
+        let key = message_key(&d.id, &body, received);
+        let keyless = !body.contains_key("id") && !body.contains_key("ts");
+        if redelivery
+            && keyless
+            && outbox::telemetry_seen(
+                &self.db,
+                &format!("{}/h:{}:", d.id, body_hash(&body)),
+                received - REDELIVERY_WINDOW_MS,
+            )
+            .await?
+        {
+            self.metrics.device_message("duplicate");
+            return Ok(Ingested {
+                device: d.id,
+                kind: d.kind,
+                received_at_ms: received,
+                duplicate: true,
+                deliveries: Vec::new(),
+            });
+        }
+        let path = tenants::path(&self.db, &d.tenant).await?;
+        let grant = format!("device.{}", d.kind.as_str());
+        let rows = self.serving_with_grant(&path, &grant).await?;
+        let payload = serde_json::to_string(&TelemetryPayload {
+            device: d.id.clone(),
+            kind: d.kind.as_str().to_owned(),
+            received_at_ms: received,
+            body: Value::Object(body).to_string(),
+            served: path,
+        })
+        .expect("serialises");
+        // Durable before anything is acknowledged: the message is queued for every plugin
+        // it is for (and the device marked seen) in one transaction. Only then is it handed
+        // to the plugins; one that fails gets it again from the outbox worker.
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
+        let added = crate::storage::write_tx!(&self.db, |tx| {
+            devices::touch_in(tx, &d.id, received).await?;
+            let mut added = Vec::new();
+            for (row, id) in rows.iter().zip(&ids) {
+                if outbox::enqueue_with_id_in(
+                    tx,
+                    id,
+                    &row.tenant_id,
+                    &row.plugin_id,
+                    "telemetry",
+                    &key,
+                    &payload,
+                )
+                .await?
+                {
+                    added.push(id.clone());
+                }
+            }
+            Ok(added)
+        })?;
+        let duplicate = !rows.is_empty() && added.is_empty();
+        if duplicate {
+            self.metrics.device_message("duplicate");
+        }
+        let mut outcomes: std::collections::HashMap<String, String> = added
+            .iter()
+            .map(|id| (id.clone(), "queued: waiting for the worker".to_owned()))
+            .collect();
+        match outbox::claim_ids(&self.db, &added, now_ms()).await {
+            Ok(claimed) => {
+                for entry in claimed {
+                    let outcome = match self.settle_entry(&entry).await {
+                        Ok(true) => "ok".to_owned(),
+                        Ok(false) => format!(
+                            "queued: {}",
+                            outbox::get(&self.db, &entry.id)
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|e| e.last_error)
+                                .unwrap_or_default()
+                        ),
+                        Err(e) => format!("queued: {e}"),
+                    };
+                    outcomes.insert(entry.id.clone(), outcome);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(device = %d.id, error = %e, "device message queued; handing it over now failed");
+                self.wake_outbox();
+            }
+        }
+        let deliveries = rows
+            .iter()
+            .zip(&ids)
+            .filter_map(|(row, id)| {
+                outcomes.remove(id).map(|outcome| Delivery {
+                    tenant: row.tenant_id.clone(),
+                    plugin: row.plugin_id.clone(),
+                    outcome,
+                })
+            })
+            .collect();
         Ok(Ingested {
             device: d.id,
             kind: d.kind,
             received_at_ms: received,
+            duplicate,
             deliveries,
         })
     }
@@ -469,41 +648,33 @@ impl Platform {
         Ok(out)
     }
 
-    /// Hand a checked message to every plugin granted its kind where the device is.
-    async fn deliver(
-        &self,
-        d: &Device,
-        body: &Value,
-        received: i64,
-    ) -> Result<Vec<Delivery>, PlatformError> {
-        let path = tenants::path(&self.db, &d.tenant).await?;
-        let grant = format!("device.{}", d.kind.as_str());
-        let payload = serde_json::to_vec(body).expect("a JSON value serialises");
-        let mut deliveries = Vec::new();
-        for row in self.serving_with_grant(&path, &grant).await? {
-            let event = Event::Telemetry(Telemetry {
-                device_id: d.id.clone(),
-                device_kind: d.kind.as_str().to_owned(),
-                received_at_ms: received as u64,
-                payload: payload.clone(),
-            });
-            let outcome = match self
-                .call_event(&row, path.clone(), &format!("device-{}", d.id), event)
-                .await
-            {
-                Ok(()) => "ok".to_owned(),
-                Err(e) => {
-                    tracing::warn!(device = %d.id, plugin = %row.plugin_id, tenant = %row.tenant_id, error = %e, "device message not handled");
-                    e
-                }
-            };
-            deliveries.push(Delivery {
-                tenant: row.tenant_id.clone(),
-                plugin: row.plugin_id.clone(),
-                outcome,
-            });
+    /// Hand a queued device message (a `telemetry` outbox entry) to its plugin's handler.
+    pub(super) async fn deliver_telemetry(&self, entry: &Entry) -> Result<usize, PlatformError> {
+        let Some(row) = installs::get(&self.db, &entry.tenant, &entry.plugin).await? else {
+            // Uninstalled since: nobody to tell.
+            return Ok(0);
+        };
+        if row.status != Status::Active {
+            return Err(PlatformError::Conflict(format!(
+                "{} is suspended at {}; the device message waits",
+                entry.plugin, entry.tenant
+            )));
         }
-        Ok(deliveries)
+        let t: TelemetryPayload = serde_json::from_str(&entry.payload)
+            .map_err(|e| PlatformError::Invalid(format!("outbox payload: {e}")))?;
+        let event = Event::Telemetry(Telemetry {
+            device_id: t.device.clone(),
+            device_kind: t.kind,
+            received_at_ms: t.received_at_ms.max(0) as u64,
+            payload: t.body.into_bytes(),
+        });
+        self.call_event(&row, t.served, &format!("device-{}", t.device), event)
+            .await
+            .map_err(|e| {
+                tracing::warn!(device = %t.device, plugin = %row.plugin_id, tenant = %row.tenant_id, error = %e, "device message not handled");
+                PlatformError::Host(anyhow::anyhow!(e))
+            })?;
+        Ok(1)
     }
 
     /// Call `row`'s event handler with `event`, for the place at `served`; the error is the
@@ -546,6 +717,12 @@ impl Platform {
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(message),
+            // Cut off after its change was saved: handing it the event again would repeat
+            // that change (a second alarm), so this delivery counts as done.
+            Err(CallError::Deadline { applied: true, .. }) => {
+                tracing::warn!(tenant = %row.tenant_id, plugin = %row.plugin_id, %request_id, "event handler ran past its deadline after saving its change; not handed the event again");
+                Ok(())
+            }
             Err(error) => {
                 if error.is_trap() {
                     self.record_trap(&row.tenant_id, &row.plugin_id, &labels, &error)

@@ -37,6 +37,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Epoch ticks a guest runs before it yields to the executor (a 10 ms time slice).
 const SLICE_TICKS: u64 = 2;
 
+/// How long a call cut off at its deadline waits for its data writes still running, to say
+/// whether they were saved (the pool's own acquire timeout bounds them before this).
+const WRITE_SETTLE: Duration = Duration::from_secs(45);
+
 /// Interfaces a component may import. Everything else (sockets, HTTP, …) fails the install.
 const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
     "linli:plugin/",
@@ -91,9 +95,14 @@ pub enum CallError {
     #[error("plugin used more than {0} ms of CPU time (limits.cpu_time_ms)")]
     CpuTime(u64),
     /// The call ran past `limits.call_timeout_ms` while waiting (for the database, a device,
-    /// a busy host): not counted against the plugin.
-    #[error("plugin call took longer than {0} ms (limits.call_timeout_ms)")]
-    Deadline(u64),
+    /// a busy host): not counted against the plugin. `applied`: whether a data change the
+    /// call made was committed before it was cut off (the host waits for writes in flight,
+    /// so this is known, not guessed): a retry must then not repeat it.
+    #[error("plugin call took longer than {ms} ms (limits.call_timeout_ms){}", if *.applied { "; its data change was saved" } else { "; nothing was changed" })]
+    Deadline { ms: u64, applied: bool },
+    /// The database was unavailable (writing what the call asked for): try again later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// No instance slot came free within `limits.call_timeout_ms`: the host is busy; not
     /// counted against the plugin.
     #[error("host busy: no free plugin instance within {0} ms (limits.instances)")]
@@ -136,6 +145,8 @@ pub enum ComponentError {
 pub struct CallStats {
     /// Largest linear memory the instance reached, in bytes.
     pub peak_memory: u64,
+    /// A capability met the database unavailable during the call.
+    pub storage_unavailable: bool,
 }
 
 /// What to invoke on a fresh instance.
@@ -555,7 +566,19 @@ impl Runtime {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(self.classify(e, store.data())),
             Err(_) if store.data().cpu.exhausted => Err(CallError::CpuTime(self.limits.cpu_time())),
-            Err(_) => Err(CallError::Deadline(timeout_ms)),
+            Err(_) => Err(CallError::Deadline {
+                ms: timeout_ms,
+                applied: false,
+            }),
+        };
+        // Cut off at the deadline: wait for its writes still running, then say whether a
+        // change of the call was saved.
+        let result = match result {
+            Err(CallError::Deadline { ms, .. }) => Err(CallError::Deadline {
+                ms,
+                applied: store.data().writes.settle(WRITE_SETTLE).await,
+            }),
+            other => other,
         };
         drop(permit);
         // What the call asked the outbox for and no data change carried: written now if the
@@ -566,7 +589,7 @@ impl Runtime {
                 let staged = std::mem::take(&mut state.staged);
                 match crate::storage::outbox::write_staged(&state.call.db, &staged).await {
                     Ok(()) => Ok(out),
-                    Err(e) => Err(CallError::Host(anyhow::anyhow!("writing the outbox: {e}"))),
+                    Err(e) => Err(CallError::Unavailable(format!("writing the outbox: {e}"))),
                 }
             }
             other => other,
@@ -574,6 +597,7 @@ impl Runtime {
         let state = store.data();
         let stats = CallStats {
             peak_memory: state.limiter.peak_memory,
+            storage_unavailable: state.storage_unavailable,
         };
         for (stream, pipe) in [("stdout", &state.stdout), ("stderr", &state.stderr)] {
             let text = pipe.contents();
@@ -605,7 +629,10 @@ impl Runtime {
                     return CallError::CpuTime(self.limits.cpu_time());
                 }
                 wasmtime::Trap::Interrupt => {
-                    return CallError::Deadline(self.limits.call_timeout_ms);
+                    return CallError::Deadline {
+                        ms: self.limits.call_timeout_ms,
+                        applied: false,
+                    };
                 }
                 wasmtime::Trap::StackOverflow => format!(
                     "stack overflow (limits.wasm_stack_bytes = {})",

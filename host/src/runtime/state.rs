@@ -63,6 +63,69 @@ pub struct HostState {
     pub(crate) staged: Vec<crate::storage::outbox::Staged>,
     /// The guest's own CPU time in this call.
     pub(crate) cpu: CpuClock,
+    /// The call's data writes: whether one committed, and which are still running.
+    pub(crate) writes: Arc<Writes>,
+    /// A capability met the database unavailable during this call (the caller is then told
+    /// 503 with `Retry-After`, not the plugin's 500).
+    pub(crate) storage_unavailable: bool,
+}
+
+/// A call's data writes. Each runs as its own task, so a call cut off at its deadline never
+/// leaves a write half-done with an unknown outcome: the host waits for the writes still
+/// running and then knows whether any change of the call was committed.
+#[derive(Default)]
+pub(crate) struct Writes {
+    in_flight: std::sync::atomic::AtomicUsize,
+    committed: std::sync::atomic::AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+impl Writes {
+    /// Run one write to completion, even if the call awaiting it is dropped.
+    pub(crate) async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        write: impl std::future::Future<Output = crate::storage::Result<T>> + Send + 'static,
+    ) -> crate::storage::Result<T> {
+        use std::sync::atomic::Ordering;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let r = write.await;
+            if r.is_ok() {
+                me.committed.store(true, Ordering::SeqCst);
+            }
+            me.in_flight.fetch_sub(1, Ordering::SeqCst);
+            me.idle.notify_waiters();
+            r
+        });
+        match task.await {
+            Ok(r) => r,
+            Err(e) => Err(crate::storage::StorageError::Invalid(format!(
+                "a data write failed: {e}"
+            ))),
+        }
+    }
+
+    /// Wait (at most `limit`) for the writes still running; whether a change of the call
+    /// was committed — `true` too if a write is still running after `limit`, since it may yet.
+    pub(crate) async fn settle(&self, limit: std::time::Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        if tokio::time::timeout(limit, wait).await.is_err() {
+            return true;
+        }
+        self.committed.load(Ordering::SeqCst)
+    }
 }
 
 impl HostState {
@@ -90,6 +153,8 @@ impl HostState {
             commands_sent: 0,
             staged: Vec::new(),
             cpu: CpuClock::new(),
+            writes: Arc::default(),
+            storage_unavailable: false,
         }
     }
 }

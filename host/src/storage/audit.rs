@@ -328,35 +328,129 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
     })
 }
 
-/// Append a record at the end of the chain.
-pub async fn append(db: &Db, event: &Event<'_>) -> Result<Record> {
+/// Append a record: written at once (durably, in its own transaction) and sealed into the
+/// chain with the next batch. See [`append_in`].
+pub async fn append(db: &Db, event: &Event<'_>) -> Result<()> {
     let at = now_ms();
-    // The transaction takes the chain's lock as it begins.
-    super::write_tx!(db, lock = super::WriteLock::AuditChain, |tx| {
-        append_locked(db, tx, event, at).await
-    })
+    super::write_tx!(db, |tx| { append_in(db, tx, event, at).await })
 }
 
 /// Append a record inside the caller's write transaction, so the record and what it records
-/// commit together.
+/// commit together. The record is written as pending — without taking the chain's lock, so
+/// writers in different places never queue behind one another for it — and [`seal`]
+/// numbers, links and keys pending records into the chain in batches, in the order they
+/// were appended. Every reader of the chain (queries, [`verify`], checkpoints, retention)
+/// seals first, and a task on each host seals what is pending within a second.
 pub(crate) async fn append_in(
     db: &Db,
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     event: &Event<'_>,
     at: i64,
-) -> Result<Record> {
-    // Appenders queue for the chain's head rather than race for it (see `WriteLock`).
-    super::lock_in(tx, super::WriteLock::AuditChain).await?;
-    append_locked(db, tx, event, at).await
+) -> Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let record = Record {
+        seq: 0,
+        at,
+        actor: event.actor.to_owned(),
+        assistant: event.assistant.map(str::to_owned),
+        plugin: event.plugin.map(str::to_owned),
+        tenant: event.tenant.map(str::to_owned),
+        action: event.action.to_owned(),
+        subject: event.subject.map(str::to_owned),
+        outcome: event.outcome.to_owned(),
+        detail: event.detail.to_string(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    let mac = pending_mac(db.audit_key(), &id, &record);
+    sqlx::query(
+        "INSERT INTO audit_pending (id, at, actor, assistant, plugin_id, tenant_id, action, \
+         subject, outcome, detail, seq_hint, mac) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(&id)
+    .bind(at)
+    .bind(&record.actor)
+    .bind(record.assistant.as_deref())
+    .bind(record.plugin.as_deref())
+    .bind(record.tenant.as_deref())
+    .bind(&record.action)
+    .bind(record.subject.as_deref())
+    .bind(&record.outcome)
+    .bind(&record.detail)
+    .bind(seq_hint())
+    .bind(&mac)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
-/// [`append_in`] in a transaction that already holds [`super::WriteLock::AuditChain`].
-async fn append_locked(
-    db: &Db,
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    event: &Event<'_>,
-    at: i64,
-) -> Result<Record> {
+/// The MAC a pending record carries: its id and fields under a key derived from the audit
+/// key, so that only a holder of the key can add a record the sealer will seal.
+fn pending_mac(key: Option<&AuditKey>, id: &str, record: &Record) -> String {
+    let Some(key) = key else {
+        return String::new();
+    };
+    let derived = key.derive(b"linli-audit-pending");
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&derived).expect("any key size");
+    mac.update(&(id.len() as u64).to_le_bytes());
+    mac.update(id.as_bytes());
+    record.feed(|b| mac.update(b));
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// A number that grows with every record this process appends (microseconds, kept strictly
+/// increasing): the order pending records are sealed in.
+fn seq_hint() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// Records sealed per transaction.
+const SEAL_BATCH: i64 = 500;
+
+/// Seal every pending record into the chain: each numbered after the head, linked to the
+/// record before and hashed under the audit key, in one transaction per batch that holds
+/// the chain's lock (so sealers on several replicas take turns) and deletes the pending
+/// rows it sealed. Nothing is sealed without a key (the host attaches it before it
+/// writes). How many were sealed.
+pub async fn seal(db: &Db) -> Result<u64> {
+    if db.audit_key().is_none() {
+        return Ok(0);
+    }
+    let mut sealed = 0u64;
+    loop {
+        let n = super::write_tx!(db, lock = super::WriteLock::AuditChain, |tx| {
+            seal_batch(db, tx).await
+        })?;
+        sealed += n;
+        if n < SEAL_BATCH as u64 {
+            return Ok(sealed);
+        }
+    }
+}
+
+async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<u64> {
+    let pending = sqlx::query(
+        "SELECT id, at, actor, assistant, plugin_id, tenant_id, action, subject, outcome, \
+         detail, mac FROM audit_pending ORDER BY seq_hint, id LIMIT $1",
+    )
+    .bind(SEAL_BATCH)
+    .fetch_all(&mut **tx)
+    .await?;
+    let fetched = pending.len() as u64;
     let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -369,44 +463,108 @@ async fn append_locked(
                 .await?
         }
     };
-    let (seq, prev_hash) = match last {
+    let (mut seq, mut prev_hash) = match last {
         Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<String, _>(1)?),
         None => (1, GENESIS.to_owned()),
     };
-    let mut record = Record {
-        seq,
-        at,
-        actor: event.actor.to_owned(),
-        assistant: event.assistant.map(str::to_owned),
-        plugin: event.plugin.map(str::to_owned),
-        tenant: event.tenant.map(str::to_owned),
-        action: event.action.to_owned(),
-        subject: event.subject.map(str::to_owned),
-        outcome: event.outcome.to_owned(),
-        detail: event.detail.to_string(),
-        prev_hash,
-        hash: String::new(),
-    };
-    record.hash = record.compute_hash(db.audit_key());
     let sql = format!(
         "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     );
-    sqlx::query(&sql)
-        .bind(record.seq)
-        .bind(record.at)
-        .bind(&record.actor)
-        .bind(record.plugin.as_deref())
-        .bind(record.tenant.as_deref())
-        .bind(&record.action)
-        .bind(record.subject.as_deref())
-        .bind(&record.outcome)
-        .bind(&record.detail)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .bind(record.assistant.as_deref())
-        .execute(&mut **tx)
+    for row in &pending {
+        let id: String = row.try_get("id")?;
+        let mut record = Record {
+            seq,
+            at: row.try_get("at")?,
+            actor: row.try_get("actor")?,
+            assistant: row.try_get("assistant")?,
+            plugin: row.try_get("plugin_id")?,
+            tenant: row.try_get("tenant_id")?,
+            action: row.try_get("action")?,
+            subject: row.try_get("subject")?,
+            outcome: row.try_get("outcome")?,
+            detail: row.try_get("detail")?,
+            prev_hash: prev_hash.clone(),
+            hash: String::new(),
+        };
+        let claimed: String = row.try_get("mac")?;
+        let unsealed = Record {
+            seq: 0,
+            prev_hash: String::new(),
+            ..record.clone()
+        };
+        if pending_mac(db.audit_key(), &id, &unsealed) != claimed {
+            // Not appended by a holder of the key (inserted or edited by hand): what it
+            // claimed goes into the chain as the host's own record of the refusal, never as
+            // the record it pretends to be.
+            tracing::error!(pending = %id, "an audit record waiting to be sealed has a bad MAC; sealed as a refusal");
+            record = Record {
+                actor: "system".into(),
+                assistant: None,
+                plugin: None,
+                tenant: None,
+                action: "audit.rejected".into(),
+                subject: None,
+                outcome: "refused: not appended by this host (bad MAC)".into(),
+                detail: serde_json::json!({
+                    "pending_id": id,
+                    "claimed": {
+                        "at": unsealed.at,
+                        "actor": unsealed.actor,
+                        "assistant": unsealed.assistant,
+                        "plugin": unsealed.plugin,
+                        "tenant": unsealed.tenant,
+                        "action": unsealed.action,
+                        "subject": unsealed.subject,
+                        "outcome": unsealed.outcome,
+                        "detail": unsealed.detail,
+                    },
+                })
+                .to_string(),
+                ..record
+            };
+        }
+        record.hash = record.compute_hash(db.audit_key());
+        sqlx::query(&sql)
+            .bind(record.seq)
+            .bind(record.at)
+            .bind(&record.actor)
+            .bind(record.plugin.as_deref())
+            .bind(record.tenant.as_deref())
+            .bind(&record.action)
+            .bind(record.subject.as_deref())
+            .bind(&record.outcome)
+            .bind(&record.detail)
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .bind(record.assistant.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM audit_pending WHERE id = $1")
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+        prev_hash = record.hash;
+        seq += 1;
+    }
+    Ok(fetched)
+}
+
+/// Records appended and not sealed yet.
+pub async fn pending(db: &Db) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) FROM audit_pending")
+        .fetch_one(db.pool())
         .await?;
-    Ok(record)
+    Ok(row.try_get(0)?)
+}
+
+/// Seal what is pending every `every` until the process ends.
+pub async fn run_sealer(db: Db, every: std::time::Duration) {
+    loop {
+        if let Err(e) = seal(&db).await {
+            tracing::warn!(error = %e, "sealing audit records failed; will retry");
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Which records to list: every filter that is set must match.
@@ -445,6 +603,7 @@ pub async fn list(db: &Db, after_seq: i64, limit: u32) -> Result<Vec<Record>> {
 
 /// Records matching `q`, oldest first.
 pub async fn query(db: &Db, q: &Query) -> Result<Vec<Record>> {
+    seal(db).await?;
     let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1");
     let mut binds: Vec<String> = Vec::new();
     let mark = |v: &str, binds: &mut Vec<String>| {
@@ -519,6 +678,7 @@ async fn anchor(db: &Db) -> Result<(i64, String)> {
 /// An anchor moved by hand is caught too: the prune that set it is itself a record in the
 /// chain, naming the seq and hash it pruned through.
 pub async fn verify(db: &Db) -> Result<Verdict> {
+    seal(db).await?;
     let (anchor_seq, anchor_hash) = anchor(db).await?;
     let mut expected_seq = anchor_seq + 1;
     let mut prev_hash = anchor_hash.clone();
@@ -572,6 +732,7 @@ pub async fn verify(db: &Db) -> Result<Verdict> {
 /// anchor remembers the last deleted record, and an `audit.prune` record appended in the same
 /// transaction names it. Returns how many were deleted.
 pub async fn prune(db: &Db, before_ms: i64, actor: &str) -> Result<u64> {
+    seal(db).await?;
     let now = now_ms();
     super::write_tx!(db, |tx| {
         let last =
@@ -631,6 +792,7 @@ pub async fn checkpoint(db: &Db) -> Result<Option<Checkpoint>> {
     let Some(key) = db.audit_key() else {
         return Ok(None);
     };
+    seal(db).await?;
     let (seq, hash) = head(db).await?;
     Ok(Some(Checkpoint::sign(key, seq, &hash, now_ms())))
 }
@@ -643,6 +805,7 @@ pub async fn check_against(db: &Db, c: &Checkpoint) -> Result<Option<String>> {
             "the host has no audit key to check the checkpoint with".into(),
         ));
     };
+    seal(db).await?;
     if !c.signed_by(key) {
         return Ok(Some(format!(
             "the checkpoint of record {} is not signed with this host's audit key",

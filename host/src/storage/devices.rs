@@ -487,6 +487,20 @@ pub async fn touch(db: &Db, id: &str, at: i64) -> Result<()> {
     Ok(())
 }
 
+/// [`touch`] inside a write transaction.
+pub(crate) async fn touch_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    at: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE devices SET last_seen_at = $2 WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)")
+        .bind(id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Devices bound to a person (residents' export).
 pub async fn of_person(db: &Db, person: &str) -> Result<Vec<Device>> {
     let rows = sqlx::query(&format!(

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod inbox;
 pub mod installs;
 pub mod kv;
+pub mod markers;
 pub mod outbox;
 pub mod people;
 pub mod schedules;
@@ -128,7 +129,26 @@ impl Db {
         } else {
             Backend::Postgres
         };
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        // A connection handed back while its transaction's state is unknown — a COMMIT or
+        // ROLLBACK that failed (disk full, I/O error, a cut connection), or a transaction
+        // dropped mid-statement — is closed, never reused: otherwise every later write on it
+        // fails ("begin_with at non-zero transaction depth") until the process restarts. The
+        // ping first flushes a rollback the dropped transaction queued.
+        let options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(30))
+            .after_release(|conn, _meta| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    if conn.ping().await.is_err() {
+                        return Ok(false);
+                    }
+                    let clean = !conn.is_in_transaction();
+                    if !clean {
+                        tracing::warn!("closing a database connection left inside a transaction");
+                    }
+                    Ok(clean)
+                })
+            });
         let pool = match backend {
             Backend::Sqlite => {
                 options
@@ -177,8 +197,30 @@ impl Db {
         self.audit_key = Some(Arc::new(key));
     }
 
+    /// Which database is behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Whether the database takes a write now (`/readyz`): one row upserted in a write
+    /// transaction, through the same path every write takes.
+    pub async fn probe_write(&self, holder: &str) -> Result<()> {
+        let now = now_ms();
+        write_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO host_markers (name, holder, updated_at) VALUES ('readyz', $1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET holder = $1, updated_at = $2",
+            )
+            .bind(holder)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        })
     }
 
     /// Begin a write transaction the way this backend needs: after the in-process write lock

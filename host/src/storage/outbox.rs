@@ -91,7 +91,66 @@ pub async fn pending(db: &Db, tenant: &str, plugin: &str) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
-/// Undelivered entries due by `now`, oldest first.
+/// How long a claimed entry is the claimer's alone. Longer than any one delivery takes (a
+/// plugin call is cut off at `limits.call_timeout_ms`, a channel send at 10 s); a replica
+/// that dies holding a lease leaves the entry due again when it runs out.
+pub const LEASE_MS: i64 = 120_000;
+
+const CLAIM_FILTER: &str =
+    "delivered_at IS NULL AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until <= $3)";
+
+/// Claim up to `limit` due entries (undelivered, due by `now`, not leased to anyone) for
+/// [`LEASE_MS`], oldest first. One statement: with several replicas (or workers) each entry
+/// goes to one of them; on Postgres rows another claimer holds are skipped, not waited for.
+pub async fn claim_due(db: &Db, now: i64, limit: u32) -> Result<Vec<Entry>> {
+    let skip_locked = match db.backend() {
+        super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        super::Backend::Sqlite => "",
+    };
+    let sql = format!(
+        "UPDATE outbox SET lease_until = $1, lease_token = $2 WHERE id IN \
+         (SELECT id FROM outbox WHERE {CLAIM_FILTER} ORDER BY created_at, id LIMIT $4{skip_locked}) \
+         AND {CLAIM_FILTER} RETURNING {COLUMNS}"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(now + LEASE_MS)
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?;
+    sorted(rows.iter().map(from_row).collect::<Result<Vec<_>>>()?)
+}
+
+/// Claim these entries, if they are due and not leased (the device path delivers what it
+/// just queued at once; the worker does the rest).
+pub async fn claim_ids(db: &Db, ids: &[String], now: i64) -> Result<Vec<Entry>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks: Vec<_> = (0..ids.len()).map(|i| format!("${}", i + 4)).collect();
+    let sql = format!(
+        "UPDATE outbox SET lease_until = $1, lease_token = $2 WHERE id IN ({}) \
+         AND {CLAIM_FILTER} RETURNING {COLUMNS}",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(now + LEASE_MS)
+        .bind(uuid::Uuid::new_v4().simple().to_string())
+        .bind(now);
+    for id in ids {
+        q = q.bind(id);
+    }
+    let rows = q.fetch_all(db.pool()).await?;
+    sorted(rows.iter().map(from_row).collect::<Result<Vec<_>>>()?)
+}
+
+fn sorted(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
+    entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(entries)
+}
+
+/// Undelivered entries due by `now`, oldest first (whether leased or not).
 pub async fn due(db: &Db, now: i64, limit: u32) -> Result<Vec<Entry>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
@@ -102,6 +161,19 @@ pub async fn due(db: &Db, now: i64, limit: u32) -> Result<Vec<Entry>> {
     .fetch_all(db.pool())
     .await?;
     rows.iter().map(from_row).collect()
+}
+
+/// Whether a device message queued since `since` has a key starting with `prefix`.
+pub async fn telemetry_seen(db: &Db, prefix: &str, since: i64) -> Result<bool> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) FROM outbox WHERE kind = 'telemetry' AND created_at >= $2 \
+         AND substr(idempotency_key, 1, length($1)) = $1",
+    )
+    .bind(prefix)
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.try_get::<i64, _>(0)? > 0)
 }
 
 /// One entry.
@@ -119,21 +191,27 @@ pub(crate) async fn delivered_in(
     id: &str,
     at: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
-        .bind(id)
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL, \
+         lease_until = NULL, lease_token = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
 /// Mark delivered (events: after the handler returned).
 pub async fn delivered(db: &Db, id: &str, at: i64) -> Result<()> {
-    sqlx::query("UPDATE outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
-        .bind(id)
-        .bind(at)
-        .execute(db.pool())
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET delivered_at = $2, attempts = attempts + 1, last_error = NULL, \
+         lease_until = NULL, lease_token = NULL WHERE id = $1",
+    )
+    .bind(id)
+    .bind(at)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
@@ -150,7 +228,8 @@ pub async fn postpone(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
 
 async fn reschedule(db: &Db, id: &str, error: &str, next: i64, attempts: i64) -> Result<()> {
     sqlx::query(
-        "UPDATE outbox SET attempts = attempts + $4, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+        "UPDATE outbox SET attempts = attempts + $4, last_error = $2, next_attempt_at = $3, \
+         lease_until = NULL, lease_token = NULL WHERE id = $1",
     )
     .bind(id)
     .bind(error)
@@ -230,6 +309,30 @@ pub async fn role_holders(db: &Db, tenants: &[String], role: &str) -> Result<Vec
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
 
+/// [`enqueue`] inside a transaction, with the entry's id chosen by the caller. Whether it
+/// was added (not already there under its key).
+pub(crate) async fn enqueue_with_id_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    tenant: &str,
+    plugin: &str,
+    kind: &str,
+    key: &str,
+    payload: &str,
+) -> Result<bool> {
+    let r = sqlx::query(ENQUEUE)
+        .bind(id)
+        .bind(tenant)
+        .bind(plugin)
+        .bind(kind)
+        .bind(key)
+        .bind(payload)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 /// [`enqueue`] inside a transaction.
 pub(crate) async fn enqueue_in(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
@@ -249,7 +352,7 @@ pub(crate) async fn enqueue_in(
 pub async fn abandon(db: &Db, id: &str, error: &str) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET attempts = attempts + 1, delivered_at = $2, \
-         last_error = $3 WHERE id = $1",
+         last_error = $3, lease_until = NULL, lease_token = NULL WHERE id = $1",
     )
     .bind(id)
     .bind(now_ms())
