@@ -96,6 +96,13 @@ impl Server {
         Server { child, base, log }
     }
 
+    /// SIGKILL (kill -9): no shutdown, no flush, mid-whatever it was doing.
+    pub(crate) fn kill(self) {
+        let mut child = self.child;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// SIGTERM, then the exit status and everything it logged.
     pub(crate) fn stop(self) -> (bool, String) {
         let pid = self.child.id().to_string();

@@ -618,7 +618,29 @@ async fn home_services(backend: Backend) {
     assert!(status == 403 || status == 422, "{status}");
 }
 
+/// A press handed over again after the host died between the handler's save and marking
+/// the message done (simulated: the mark and the lease undone) raises no second alarm and
+/// sends no second notification.
+async fn redelivered_press_raises_one_alarm(backend: Backend) {
+    let h = demo_with(backend, &[ELDERLY_CARE]).await;
+    let grid = sign_in(&h, GRID).await;
+    let done = press(&h, "dongcun-sos-li").await;
+    assert_eq!(done["deliveries"][0]["outcome"], "ok", "{done}");
+    sqlx::query(
+        "UPDATE outbox SET delivered_at = NULL, lease_until = NULL, lease_token = NULL \
+         WHERE kind = 'telemetry'",
+    )
+    .execute(h.platform.db.pool())
+    .await
+    .unwrap();
+    h.platform.deliver_outbox().await.unwrap();
+    let (_, open) = call(&h, Some(&grid), Method::GET, &format!("{BASE}/"), None).await;
+    assert_eq!(open["open"].as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(inbox(&h, ZHANG).await.len(), 1);
+}
+
 on_both_backends!(
+    redelivered_press_raises_one_alarm,
     home_services,
     escalation,
     daily_check_in,

@@ -16,5 +16,6 @@ mod load;
 mod logs;
 mod messaging;
 mod parking;
+mod reliability;
 mod security;
 mod telemetry;

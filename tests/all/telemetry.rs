@@ -364,14 +364,14 @@ async fn over_mqtt(backend: Backend) {
 
 /// A Mosquitto of this test only, on its own port, keeping sessions and queued messages on
 /// disk across restarts (as a production broker is configured).
-struct Broker {
+pub(crate) struct Broker {
     dir: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     child: Option<std::process::Child>,
 }
 
 impl Broker {
-    fn new() -> Broker {
+    pub(crate) fn new() -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -385,7 +385,8 @@ impl Broker {
             dir.path().join("mosquitto.conf"),
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nautosave_interval 1\n",
+                 persistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000\n\
+                 max_inflight_messages 0\n",
                 dir.path().display()
             ),
         )
@@ -399,11 +400,11 @@ impl Broker {
         b
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         let child = std::process::Command::new("mosquitto")
             .arg("-c")
@@ -424,7 +425,7 @@ impl Broker {
     }
 
     /// Stop it the way a service manager does (SIGTERM: it saves its state and exits).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = std::process::Command::new("kill")
                 .arg(child.id().to_string())

@@ -52,6 +52,7 @@ impl Platform {
     /// leased as they are claimed (see [`outbox::claim_due`]), so replicas running this at
     /// the same time never hand out the same one.
     pub async fn deliver_outbox(&self) -> Result<usize, PlatformError> {
+        self.release_leases().await?;
         let mut delivered = 0;
         loop {
             let due = outbox::claim_due(&self.db, now_ms(), 100).await?;
@@ -71,13 +72,87 @@ impl Platform {
     /// delivered. An error means the outcome could not be recorded; the lease then runs out
     /// and the entry is tried again.
     pub(super) async fn settle_entry(&self, entry: &Entry) -> Result<bool, PlatformError> {
+        // Keep the lease while the delivery runs (a 10,000-person notification, a slow
+        // channel): renewed every third of its length.
+        let renew = async {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    (outbox::LEASE_MS / 3) as u64,
+                ))
+                .await;
+                match outbox::renew(&self.db, entry).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(entry = %entry.id, "outbox lease lost during delivery");
+                    }
+                    Err(e) => {
+                        tracing::warn!(entry = %entry.id, error = %e, "outbox lease not renewed")
+                    }
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = self.deliver_entry(entry) => outcome,
+            never = renew => never,
+        };
+        let delivered = outcome.is_ok();
+        let recorded = self.record_outcome(entry, outcome).await;
+        if let Err(e) = &recorded {
+            if delivered {
+                // Handed over, but not marked: the lease runs out and it is handed over again
+                // (at least once), unless a retry of the mark below gets through first.
+                tracing::warn!(entry = %entry.id, error = %e, "entry delivered but not marked; it may be delivered again");
+            } else {
+                // Not handed over, and the retry time not recorded: free it for the next
+                // round as soon as the database takes writes again, not when the lease ends.
+                self.leases_to_release
+                    .lock()
+                    .expect("lease list lock")
+                    .push(entry.id.clone());
+            }
+        }
+        recorded
+    }
+
+    /// Free the leases of entries whose failed delivery could not be recorded.
+    async fn release_leases(&self) -> Result<(), PlatformError> {
+        let ids = std::mem::take(&mut *self.leases_to_release.lock().expect("lease list lock"));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = outbox::release(&self.db, &ids).await {
+            self.leases_to_release
+                .lock()
+                .expect("lease list lock")
+                .extend(ids);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn record_outcome(
+        &self,
+        entry: &Entry,
+        outcome: Result<usize, PlatformError>,
+    ) -> Result<bool, PlatformError> {
         let plugin_event = matches!(entry.kind.as_str(), "tick" | "event" | "telemetry");
-        match self.deliver_entry(entry).await {
+        match outcome {
             Ok(n) => {
                 if entry.kind == "notify" {
                     tracing::info!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, recipients = n, "notification delivered");
                 } else {
-                    outbox::delivered(&self.db, &entry.id, now_ms()).await?;
+                    // A few quick tries: a mark that does not get through means the plugin
+                    // is handed the entry again when the lease runs out.
+                    let mut pause = std::time::Duration::from_millis(100);
+                    let mut tries = 0;
+                    while let Err(e) = outbox::delivered(&self.db, &entry.id, now_ms()).await {
+                        tries += 1;
+                        if tries == 4 {
+                            return Err(e.into());
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                    }
                     tracing::debug!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, tenant = %entry.tenant, "entry delivered");
                 }
                 Ok(true)

@@ -239,6 +239,9 @@ pub struct Platform {
     pub commands: Arc<crate::commands::CommandBus>,
     /// Wakes the outbox worker when this process queued something due now.
     outbox_wake: tokio::sync::Notify,
+    /// Outbox entries this process leased and failed to deliver, whose retry could not be
+    /// recorded (the database was down): released when it is back.
+    leases_to_release: Mutex<Vec<String>>,
     /// The broker link's state (when `devices.mqtt_url` is set).
     pub mqtt: crate::mqtt::LinkState,
 }
@@ -277,6 +280,7 @@ impl Platform {
             log_limiters: Mutex::new(HashMap::new()),
             device_buckets: Mutex::new(HashMap::new()),
             outbox_wake: tokio::sync::Notify::new(),
+            leases_to_release: Mutex::new(Vec::new()),
             mqtt: crate::mqtt::LinkState::default(),
         }))
     }

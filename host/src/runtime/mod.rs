@@ -581,6 +581,18 @@ impl Runtime {
             other => other,
         };
         drop(permit);
+        // The call's writes were committed without waiting for the disk: nothing of it is
+        // answered before they are on it.
+        let result = if store.data().writes.committed() {
+            match store.data().call.db.flush().await {
+                Ok(()) => result,
+                Err(e) => Err(CallError::Unavailable(format!(
+                    "the call's change could not be confirmed on disk: {e}"
+                ))),
+            }
+        } else {
+            result
+        };
         // What the call asked the outbox for and no data change carried: written now if the
         // call finished, dropped with the call if it did not.
         let result = match result {

@@ -90,7 +90,9 @@ impl Writes {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
         let task = tokio::spawn(async move {
-            let r = write.await;
+            // Committed without waiting for the disk; the runtime flushes before the call's
+            // answer goes out (`Db::flush`).
+            let r = crate::storage::relaxed_commits(write).await;
             if r.is_ok() {
                 me.committed.store(true, Ordering::SeqCst);
             }
@@ -104,6 +106,11 @@ impl Writes {
                 "a data write failed: {e}"
             ))),
         }
+    }
+
+    /// Whether a write of the call was committed (so far).
+    pub(crate) fn committed(&self) -> bool {
+        self.committed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Wait (at most `limit`) for the writes still running; whether a change of the call

@@ -430,6 +430,14 @@ pub async fn seal(db: &Db) -> Result<u64> {
     if db.audit_key().is_none() {
         return Ok(0);
     }
+    // Most of the time there is nothing to seal: find that out without a write transaction.
+    if sqlx::query("SELECT id FROM audit_pending LIMIT 1")
+        .fetch_optional(db.pool())
+        .await?
+        .is_none()
+    {
+        return Ok(0);
+    }
     let mut sealed = 0u64;
     loop {
         let n = super::write_tx!(db, lock = super::WriteLock::AuditChain, |tx| {

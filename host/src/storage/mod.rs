@@ -27,6 +27,35 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Transaction};
 
+tokio::task_local! {
+    /// Set (by [`relaxed_commits`]) while a plugin call's data write runs.
+    static RELAXED_COMMIT: bool;
+}
+
+/// Run `write` with its Postgres transactions committed without waiting for the WAL to
+/// reach the disk (`synchronous_commit = off`): the transaction's locks are released at once
+/// instead of after the flush, so writers of one hot spot (a vote counter) no longer queue
+/// for each other's disk writes. Only for work whose caller calls [`Db::flush`] before it
+/// acknowledges anything — the runtime does, at the end of every plugin call that wrote.
+pub async fn relaxed_commits<F: std::future::Future>(write: F) -> F::Output {
+    RELAXED_COMMIT.scope(true, write).await
+}
+
+/// An exclusive lock on `data_dir/.migrate.lock`, held until dropped.
+async fn migration_lock(data_dir: &Path) -> Result<std::fs::File> {
+    let path = data_dir.join(".migrate.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StorageError::Invalid(format!("{}: {e}", path.display())))?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(|e| StorageError::Invalid(format!("migration lock: {e}")))?
+        .map_err(|e| StorageError::Invalid(format!("{}: {e}", path.display())))
+}
+
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -135,7 +164,9 @@ impl Db {
         // fails ("begin_with at non-zero transaction depth") until the process restarts. The
         // ping first flushes a rollback the dropped transaction queued.
         let options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(30))
+            // A database that cannot be reached within this answers 503 (`Retry-After`) rather
+            // than holding the caller — a device waiting for its acknowledgement — longer.
+            .acquire_timeout(Duration::from_secs(10))
             .after_release(|conn, _meta| {
                 Box::pin(async move {
                     use sqlx::Connection;
@@ -170,7 +201,14 @@ impl Db {
             Backend::Postgres => options.max_connections(16).connect(&url).await?,
         };
         match backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Sqlite => {
+                // Two processes starting at once on a new file would both run the first
+                // migration (sqlx takes no lock on SQLite): they take turns on a lock file.
+                let lock = migration_lock(data_dir).await?;
+                SQLITE_MIGRATIONS.run(&pool).await?;
+                drop(lock);
+            }
+            // sqlx takes an advisory lock on Postgres.
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         Ok(Db {
@@ -232,7 +270,7 @@ impl Db {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let tx = match (self.backend, lock) {
+        let mut tx = match (self.backend, lock) {
             (Backend::Sqlite, _) => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             (Backend::Postgres, None) => {
                 self.pool
@@ -248,7 +286,27 @@ impl Db {
                 tx
             }
         };
+        if self.backend == Backend::Postgres && RELAXED_COMMIT.try_with(|r| *r).unwrap_or(false) {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(WriteTx { tx, _lock: guard })
+    }
+
+    /// Return once everything committed so far is on disk: on Postgres a commit that waits
+    /// for the WAL flush (which covers every earlier commit, relaxed ones included); SQLite
+    /// commits are already in its WAL. Concurrent flushes share one disk write.
+    pub async fn flush(&self) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            let mut tx = self.pool.begin().await?;
+            // An xid makes the commit write a record and wait for its flush.
+            sqlx::query("SELECT txid_current()")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// After a failed attempt: whether to run the transaction again (after a short, growing,

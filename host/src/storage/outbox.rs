@@ -22,10 +22,13 @@ pub struct Entry {
     pub attempts: i64,
     pub delivered_at: Option<i64>,
     pub last_error: Option<String>,
+    /// The claim that holds it, while one does.
+    #[serde(skip)]
+    pub lease_token: Option<String>,
 }
 
 const COLUMNS: &str = "id, tenant_id, plugin_id, kind, idempotency_key, payload, created_at, \
-                       attempts, delivered_at, last_error";
+                       attempts, delivered_at, last_error, lease_token";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Result<Entry> {
     Ok(Entry {
@@ -39,6 +42,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Result<Entry> {
         attempts: r.try_get("attempts")?,
         delivered_at: r.try_get("delivered_at")?,
         last_error: r.try_get("last_error")?,
+        lease_token: r.try_get("lease_token")?,
     })
 }
 
@@ -91,10 +95,10 @@ pub async fn pending(db: &Db, tenant: &str, plugin: &str) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
-/// How long a claimed entry is the claimer's alone. Longer than any one delivery takes (a
-/// plugin call is cut off at `limits.call_timeout_ms`, a channel send at 10 s); a replica
-/// that dies holding a lease leaves the entry due again when it runs out.
-pub const LEASE_MS: i64 = 120_000;
+/// How long a claimed entry is the claimer's alone. The claimer renews the lease every third
+/// of it while the delivery runs ([`renew`]), so a long delivery keeps it; a replica that dies
+/// holding a lease leaves the entry due again within this.
+pub const LEASE_MS: i64 = 15_000;
 
 const CLAIM_FILTER: &str =
     "delivered_at IS NULL AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until <= $3)";
@@ -143,6 +147,34 @@ pub async fn claim_ids(db: &Db, ids: &[String], now: i64) -> Result<Vec<Entry>> 
     }
     let rows = q.fetch_all(db.pool()).await?;
     sorted(rows.iter().map(from_row).collect::<Result<Vec<_>>>()?)
+}
+
+/// Give leases up (entries whose delivery failed and were not rescheduled): due again now.
+pub async fn release(db: &Db, ids: &[String]) -> Result<()> {
+    for id in ids {
+        sqlx::query(
+            "UPDATE outbox SET lease_until = NULL, lease_token = NULL \
+             WHERE id = $1 AND delivered_at IS NULL",
+        )
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    }
+    Ok(())
+}
+
+/// Extend the lease `entry` holds (while its delivery runs). Whether it still held it.
+pub async fn renew(db: &Db, entry: &Entry) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE outbox SET lease_until = $3 WHERE id = $1 AND lease_token = $2 \
+         AND delivered_at IS NULL",
+    )
+    .bind(&entry.id)
+    .bind(entry.lease_token.as_deref())
+    .bind(now_ms() + LEASE_MS)
+    .execute(db.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 fn sorted(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {

@@ -122,6 +122,14 @@ pub fn raise(
         linli_sdk::log::info(&format!("{kind} for an elder within its silence window"));
         return Ok(());
     }
+    // One alarm per device message, however often it is handed over (a host that died
+    // between this handler's save and marking the message done hands it over again; the
+    // message keeps its device and receipt time).
+    let raised = format!("raised/{kind}/{device}/{at}");
+    if data::exists(&raised).map_err(e)? {
+        linli_sdk::log::info("a device message already raised its alarm");
+        return Ok(());
+    }
     let id = data::increment("alarms/next", 1).map_err(e)? as u64;
     let a = Alarm {
         id,
@@ -168,12 +176,15 @@ pub fn raise(
             link: Some(format!("/alarms/{id}")),
             urgency: Urgency::Emergency,
         },
-        // One notification per alarm, however often this call is retried.
-        &format!("alarm-{id}"),
+        // One notification per event that raised it, however often the event is handed
+        // over (two deliveries racing each other included).
+        &format!("alarm-{kind}-{device}-{at}"),
     )
     .map_err(e)?;
     // The notification is written with this batch, in its transaction.
-    data::Batch::new()
+    let outcome = data::Batch::new()
+        .require_absent(&raised)
+        .set(&raised, id.to_string().as_bytes())
         .set_json(&format!("alarm/{id}"), &a)
         .map_err(e)?
         .set(&format!("open/{id:010}"), b"")
@@ -181,6 +192,11 @@ pub fn raise(
         .map_err(e)?
         .commit()
         .map_err(e)?;
+    if outcome != data::BatchOutcome::Committed {
+        // Another delivery of the same event raised it meanwhile; this one's notification
+        // has that one's key, so it adds nothing.
+        linli_sdk::log::info("a device message already raised its alarm");
+    }
     Ok(())
 }
 

@@ -109,6 +109,14 @@ impl Plugin for Hostile {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(Response::text(200, "woke"))
             })
+            // Save `?key=`, then sleep past the deadline: the caller must be told the change
+            // was saved.
+            .get("/save-and-sleep", |req, _| {
+                let key = req.query_param("key").unwrap_or_default();
+                data::set(&key, b"saved")?;
+                std::thread::sleep(std::time::Duration::from_secs(3_600));
+                Ok(Response::text(200, "woke"))
+            })
             // Redirect to `?to=` with a Location header.
             .get("/location", |req, _| {
                 Ok(Response::status(302)
