@@ -141,7 +141,18 @@ pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
     let metrics = &platform.metrics;
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut backoff = Duration::from_millis(500);
+    let mut subscribed = true;
     loop {
+        // Asked of the client without waiting (its request queue may be full of
+        // acknowledgements only this loop drains); tried again on the next turn if it was.
+        if !subscribed && link.connected.load(Ordering::SeqCst) {
+            subscribed = filters
+                .iter()
+                .all(|f| client.try_subscribe(f, QoS::AtLeastOnce).is_ok());
+            if !subscribed {
+                tracing::warn!("MQTT subscribe queued behind other requests; trying again");
+            }
+        }
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff = Duration::from_millis(500);
@@ -154,12 +165,9 @@ pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
                     "connected to the MQTT broker"
                 );
                 // Subscribe on every connect: cheap, and right after a broker lost its state.
-                for filter in &filters {
-                    if let Err(e) = client.try_subscribe(filter, QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, "MQTT subscribe failed");
-                    }
-                }
+                subscribed = false;
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {}
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 if metrics.mqtt_unacknowledged.get() >= MAX_UNACKNOWLEDGED {
                     tracing::error!(topic = %publish.topic, "MQTT backlog over {MAX_UNACKNOWLEDGED} messages; this one is left to the broker to send again");
@@ -175,7 +183,10 @@ pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
                 );
                 tokio::spawn(async move {
                     let permit = slots.acquire_owned().await;
-                    let done = handle(&platform, &prefix, &publish, generation).await;
+                    let done = matches!(
+                        handle(&platform, &prefix, &publish, generation).await,
+                        Handled::Done
+                    );
                     drop(permit);
                     let same_link = platform.mqtt.generation.load(Ordering::SeqCst) == generation;
                     if done
@@ -191,7 +202,11 @@ pub async fn run(platform: Arc<Platform>) -> anyhow::Result<()> {
             Err(e) => {
                 if link.connected.swap(false, Ordering::SeqCst) {
                     tracing::warn!(error = %e, "MQTT link lost");
+                    // Messages of the lost connection are not acknowledged on the next one
+                    // (the broker sends them again; their ids make the repeat a no-op).
+                    link.generation.fetch_add(1, Ordering::SeqCst);
                 }
+                subscribed = false;
                 metrics.mqtt_connected.set(0);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT link down");
                 tokio::time::sleep(backoff).await;
@@ -211,10 +226,10 @@ async fn handle(
     prefix: &str,
     publish: &rumqttc::Publish,
     generation: u64,
-) -> bool {
+) -> Handled {
     let Some((tenant, device, channel)) = parse_topic(prefix, &publish.topic) else {
         tracing::debug!(topic = %publish.topic, "ignored a message on a topic outside the layout");
-        return true;
+        return Handled::Done;
     };
     let mut pause = Duration::from_millis(200);
     for attempt in 1.. {
@@ -223,8 +238,15 @@ async fn handle(
                 .answer_command(Some(&tenant), &device, &publish.payload)
                 .await
                 .map(|()| None),
+            // A second attempt may follow one whose commit went through unseen: it is
+            // matched like a redelivery.
             Channel::Up => platform
-                .ingest_message(Some(&tenant), &device, &publish.payload, publish.dup)
+                .ingest_message(
+                    Some(&tenant),
+                    &device,
+                    &publish.payload,
+                    publish.dup || attempt > 1,
+                )
                 .await
                 .map(Some),
         };
@@ -233,27 +255,39 @@ async fn handle(
                 if let Some(done) = done {
                     tracing::debug!(%device, delivered = done.delivered(), duplicate = done.duplicate, "device message stored");
                 }
-                return true;
+                return Handled::Done;
             }
+            // Over the device's rate: dropped (counted), as over HTTP — waiting would let one
+            // flooding device hold the broker's in-flight window for everyone. A backlog a
+            // device queued while the host was away is within `devices.burst` or partly
+            // dropped; size the burst for it.
             Err(PlatformError::TooMany(_)) => {
                 tracing::debug!(%device, "device message dropped: rate limit");
-                return true;
+                return Handled::Done;
             }
             Err(e @ (PlatformError::Storage(_) | PlatformError::Host(_))) => {
                 tracing::warn!(%device, attempt, error = %e, "device message not stored yet; will retry");
                 if platform.mqtt.generation.load(Ordering::SeqCst) != generation {
-                    return false;
+                    return Handled::Gone;
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::info!(%device, %tenant, error = %e, "device message refused");
-                return true;
+                return Handled::Done;
             }
         }
     }
-    false
+    Handled::Gone
+}
+
+/// What became of one message from the broker.
+enum Handled {
+    /// Stored, or refused for good: acknowledge it.
+    Done,
+    /// Its connection is gone: the broker sends it again.
+    Gone,
 }
 
 /// `payload` with a message `id` (`sim-<pid>-<n>`) added when it is a JSON object without

@@ -696,8 +696,9 @@ async fn claims_do_not_overlap(backend: Backend) {
     );
 }
 
-/// A call cut off at its deadline says whether its change was saved: 504 with
-/// `applied: true` and the data there, or `applied: false` and nothing changed.
+/// A call cut off at its deadline says whether a change of it was saved: 504 with
+/// `applied: true` (some of it, perhaps not all: check before trying again) and the data
+/// there, or `applied: false` and nothing changed (safe to try again).
 async fn deadline_says_whether_it_was_saved(backend: Backend) {
     let h = TestHost::start(backend, |c| c.limits.call_timeout_ms = 400).await;
     h.village("dongcun").await;
@@ -707,7 +708,10 @@ async fn deadline_says_whether_it_was_saved(backend: Backend) {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["detail"]["applied"], true, "{v}");
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("saved"),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("saving some of its changes"),
         "{v}"
     );
     let (status, got) = h.get("/t/dongcun/p/hostile/get?key=k1").await;
@@ -749,6 +753,32 @@ async fn forged_pending_audit_is_refused(backend: Backend) {
         .expect("the refusal is in the chain");
     assert!(refused.detail.contains("p-someone"), "{refused:?}");
     assert_eq!(audit::pending(&h.platform.db).await.unwrap(), 0);
+    // A genuine pending record, copied before it is sealed and put back after: refused too.
+    h.village("xicun").await;
+    let db = h.platform.db.pool();
+    sqlx::query("CREATE TABLE replay_copy AS SELECT * FROM audit_pending")
+        .execute(db)
+        .await
+        .unwrap();
+    let (copied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM replay_copy")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(copied, 1);
+    audit::seal(&h.platform.db).await.unwrap();
+    sqlx::query("INSERT INTO audit_pending SELECT * FROM replay_copy")
+        .execute(db)
+        .await
+        .unwrap();
+    let records = audit::list(&h.platform.db, 0, 100).await.unwrap();
+    let creates = records
+        .iter()
+        .filter(|r| r.action == "tenant.create")
+        .count();
+    assert_eq!(creates, 4, "the replayed record was not sealed twice");
+    let last = records.last().unwrap();
+    assert_eq!(last.action, "audit.rejected", "{last:?}");
+    assert!(last.outcome.contains("replayed"), "{last:?}");
     assert!(matches!(
         audit::verify(&h.platform.db).await.unwrap(),
         audit::Verdict::Intact { .. }

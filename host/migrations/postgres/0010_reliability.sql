@@ -26,6 +26,10 @@ CREATE TABLE audit_pending (
     mac       TEXT NOT NULL
 );
 CREATE INDEX audit_pending_order ON audit_pending (seq_hint, id);
+-- The pending row each sealed record came from: a pending row replayed after it was sealed is
+-- recognised and refused.
+ALTER TABLE audit_log ADD COLUMN pending_id TEXT;
+CREATE UNIQUE INDEX audit_log_pending ON audit_log (pending_id);
 
 -- One-time start-up work (the demo county) is claimed here, so replicas starting together on
 -- an empty database do it once; `/readyz` writes its probe row here too.

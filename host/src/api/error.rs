@@ -120,7 +120,7 @@ fn call_error(plugin: &str, error: &CallError) -> ApiError {
             "plugin_deadline",
             if *applied {
                 format!(
-                    "插件处理超时，但更改已保存，请勿重复提交 / plugin {plugin} exceeded its deadline after its change was saved: do not send it again"
+                    "插件处理超时，更改可能已部分保存，请查看后再决定是否重试 / plugin {plugin} exceeded its deadline after saving some of its changes: check before trying again"
                 )
             } else {
                 format!(

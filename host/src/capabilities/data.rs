@@ -130,7 +130,10 @@ impl data::Host for HostState {
         let (db, scope, max, staged) = self.write_parts();
         self.writes
             .clone()
-            .run(async move { kv::set_staged(&db, &scope, &key, &value, max, &staged).await })
+            .run(
+                async move { kv::set_staged(&db, &scope, &key, &value, max, &staged).await },
+                |_| true,
+            )
             .await
             .map_err(|e| self.storage_error(e))?;
         self.staged.clear();
@@ -144,7 +147,10 @@ impl data::Host for HostState {
         let deleted = self
             .writes
             .clone()
-            .run(async move { kv::delete_staged(&db, &scope, &key, &staged).await })
+            .run(
+                async move { kv::delete_staged(&db, &scope, &key, &staged).await },
+                |deleted| *deleted,
+            )
             .await
             .map_err(|e| self.storage_error(e))?;
         self.staged.clear();
@@ -219,7 +225,10 @@ impl data::Host for HostState {
         let value = self
             .writes
             .clone()
-            .run(async move { kv::increment_staged(&db, &scope, &key, delta, max, &staged).await })
+            .run(
+                async move { kv::increment_staged(&db, &scope, &key, delta, max, &staged).await },
+                |_| true,
+            )
             .await
             .map_err(|e| self.storage_error(e))?;
         self.staged.clear();
@@ -244,18 +253,21 @@ impl data::Host for HostState {
         let swapped = self
             .writes
             .clone()
-            .run(async move {
-                kv::compare_and_swap_staged(
-                    &db,
-                    &scope,
-                    &key,
-                    expected.as_deref(),
-                    new.as_deref(),
-                    max,
-                    &staged,
-                )
-                .await
-            })
+            .run(
+                async move {
+                    kv::compare_and_swap_staged(
+                        &db,
+                        &scope,
+                        &key,
+                        expected.as_deref(),
+                        new.as_deref(),
+                        max,
+                        &staged,
+                    )
+                    .await
+                },
+                |swapped| *swapped,
+            )
             .await
             .map_err(|e| self.storage_error(e))?;
         if swapped {
@@ -325,7 +337,10 @@ impl data::Host for HostState {
         let outcome = self
             .writes
             .clone()
-            .run(async move { kv::batch_staged(&db, &scope, &pres, &ops, max, &staged).await })
+            .run(
+                async move { kv::batch_staged(&db, &scope, &pres, &ops, max, &staged).await },
+                |outcome| *outcome == kv::BatchOutcome::Committed,
+            )
             .await
             .map_err(|e| self.storage_error(e))?;
         if outcome == kv::BatchOutcome::Committed {

@@ -105,10 +105,12 @@ impl Platform {
             } else {
                 // Not handed over, and the retry time not recorded: free it for the next
                 // round as soon as the database takes writes again, not when the lease ends.
-                self.leases_to_release
-                    .lock()
-                    .expect("lease list lock")
-                    .push(entry.id.clone());
+                if let Some(token) = &entry.lease_token {
+                    self.leases_to_release
+                        .lock()
+                        .expect("lease list lock")
+                        .push((entry.id.clone(), token.clone()));
+                }
             }
         }
         recorded
@@ -163,7 +165,7 @@ impl Platform {
                 tracing::debug!(entry = %entry.id, plugin = %entry.plugin, tenant = %entry.tenant, error = %e, "entry waits");
                 outbox::postpone(
                     &self.db,
-                    &entry.id,
+                    entry,
                     &e.to_string(),
                     now_ms() + SUSPENDED_WAIT_MS,
                 )
@@ -183,7 +185,7 @@ impl Platform {
                 let wait = 1_000i64 << (entry.attempts + 1).min(9);
                 let next = now_ms() + wait.min(600_000);
                 tracing::warn!(entry = %entry.id, kind = %entry.kind, plugin = %entry.plugin, attempts = entry.attempts + 1, error = %e, "entry not delivered; will retry");
-                outbox::failed(&self.db, &entry.id, &e.to_string(), next).await?;
+                outbox::failed(&self.db, entry, &e.to_string(), next).await?;
                 Ok(false)
             }
         }

@@ -241,7 +241,7 @@ pub struct Platform {
     outbox_wake: tokio::sync::Notify,
     /// Outbox entries this process leased and failed to deliver, whose retry could not be
     /// recorded (the database was down): released when it is back.
-    leases_to_release: Mutex<Vec<String>>,
+    leases_to_release: Mutex<Vec<(String, String)>>,
     /// The broker link's state (when `devices.mqtt_url` is set).
     pub mqtt: crate::mqtt::LinkState,
 }
@@ -642,8 +642,13 @@ impl Platform {
     pub async fn housekeeping(&self) -> Result<(), PlatformError> {
         let purged = crate::storage::sessions::purge_expired(&self.db).await?;
         let pruned = self.prune_audit().await?;
-        if purged + pruned > 0 {
-            tracing::info!(purged, pruned, "housekeeping");
+        let sent = crate::storage::outbox::prune_delivered(
+            &self.db,
+            crate::storage::now_ms() - OUTBOX_KEEP_MS,
+        )
+        .await?;
+        if purged + pruned + sent > 0 {
+            tracing::info!(purged, pruned, outbox = sent, "housekeeping");
         }
         Ok(())
     }
@@ -1345,6 +1350,10 @@ impl Readiness {
         self.database && self.writes && self.mqtt != Some(false)
     }
 }
+
+/// How long delivered outbox entries are kept (30 days): a resend of a device message with
+/// the same id within this is still recognised.
+const OUTBOX_KEEP_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The error for a missing permission.
 fn forbidden(permission: Permission, tenant: &str) -> PlatformError {

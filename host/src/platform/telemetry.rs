@@ -13,7 +13,6 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{Platform, PlatformError};
-use crate::runtime::CallError;
 use crate::runtime::bindings::Event;
 use crate::runtime::bindings::exports::linli::plugin::events::Telemetry;
 use crate::storage::devices::{self, Device, DeviceKind, DeviceStatus};
@@ -82,6 +81,27 @@ fn message_key(device: &str, body: &Map<String, Value>, received: i64) -> String
 fn body_hash(body: &Map<String, Value>) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(&Sha256::digest(Value::Object(body.clone()).to_string().as_bytes())[..12])
+}
+
+/// Gives a device's rate token back when dropped armed (its message was not stored).
+struct TokenRefund<'a> {
+    platform: &'a Platform,
+    device: &'a str,
+    armed: bool,
+}
+
+impl TokenRefund<'_> {
+    fn keep(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TokenRefund<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.platform.refund_token(self.device);
+        }
+    }
 }
 
 /// How far back a redelivered message without `id` or `ts` is matched to its original.
@@ -445,22 +465,37 @@ impl Platform {
         }
         let body = check_payload(d.kind, payload, self.config.devices.payload_bytes)
             .map_err(|m| counted("invalid", PlatformError::Invalid(m)))?;
+        // Until the message is stored, a failure gives the token back: the device sends it
+        // again, and that must not cost it its rate.
+        let mut token = TokenRefund {
+            platform: self,
+            device,
+            armed: true,
+        };
         let Value::Object(body) = body else {
             unreachable!("check_payload returns an object")
         };
         self.metrics.device_message("accepted");
         let received = now_ms();
         let key = message_key(&d.id, &body, received);
+        let path = tenants::path(&self.db, &d.tenant).await?;
+        let grant = format!("device.{}", d.kind.as_str());
+        let rows = self.serving_with_grant(&path, &grant).await?;
         let keyless = !body.contains_key("id") && !body.contains_key("ts");
-        if redelivery
-            && keyless
-            && outbox::telemetry_seen(
-                &self.db,
-                &format!("{}/h:{}:", d.id, body_hash(&body)),
-                received - REDELIVERY_WINDOW_MS,
-            )
-            .await?
-        {
+        let seen = match (redelivery && keyless, rows.first()) {
+            (true, Some(row)) => {
+                outbox::telemetry_seen(
+                    &self.db,
+                    &row.tenant_id,
+                    &row.plugin_id,
+                    &format!("{}/h:{}:", d.id, body_hash(&body)),
+                    received - REDELIVERY_WINDOW_MS,
+                )
+                .await?
+            }
+            _ => false,
+        };
+        if seen {
             self.metrics.device_message("duplicate");
             return Ok(Ingested {
                 device: d.id,
@@ -470,9 +505,6 @@ impl Platform {
                 deliveries: Vec::new(),
             });
         }
-        let path = tenants::path(&self.db, &d.tenant).await?;
-        let grant = format!("device.{}", d.kind.as_str());
-        let rows = self.serving_with_grant(&path, &grant).await?;
         let payload = serde_json::to_string(&TelemetryPayload {
             device: d.id.clone(),
             kind: d.kind.as_str().to_owned(),
@@ -507,7 +539,9 @@ impl Platform {
                 }
             }
             Ok(added)
-        })?;
+        });
+        let added = added?;
+        token.keep();
         let duplicate = !rows.is_empty() && added.is_empty();
         if duplicate {
             self.metrics.device_message("duplicate");
@@ -615,6 +649,15 @@ impl Platform {
         Ok(d)
     }
 
+    /// Give back the token a message took that could not be stored.
+    fn refund_token(&self, device: &str) {
+        let burst = f64::from(self.config.devices.burst);
+        let mut buckets = self.device_buckets.lock().expect("device buckets lock");
+        if let Some(b) = buckets.get_mut(device) {
+            b.tokens = (b.tokens + 1.0).min(burst);
+        }
+    }
+
     /// Whether `device` may send one more message now (token bucket per device).
     fn take_token(&self, device: &str) -> bool {
         let cfg = &self.config.devices;
@@ -717,12 +760,6 @@ impl Platform {
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(message),
-            // Cut off after its change was saved: handing it the event again would repeat
-            // that change (a second alarm), so this delivery counts as done.
-            Err(CallError::Deadline { applied: true, .. }) => {
-                tracing::warn!(tenant = %row.tenant_id, plugin = %row.plugin_id, %request_id, "event handler ran past its deadline after saving its change; not handed the event again");
-                Ok(())
-            }
             Err(error) => {
                 if error.is_trap() {
                     self.record_trap(&row.tenant_id, &row.plugin_id, &labels, &error)

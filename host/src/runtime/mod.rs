@@ -39,7 +39,7 @@ const SLICE_TICKS: u64 = 2;
 
 /// How long a call cut off at its deadline waits for its data writes still running, to say
 /// whether they were saved (the pool's own acquire timeout bounds them before this).
-const WRITE_SETTLE: Duration = Duration::from_secs(45);
+const WRITE_SETTLE: Duration = Duration::from_secs(15);
 
 /// Interfaces a component may import. Everything else (sockets, HTTP, …) fails the install.
 const ALLOWED_IMPORT_PREFIXES: &[&str] = &[
@@ -97,8 +97,9 @@ pub enum CallError {
     /// The call ran past `limits.call_timeout_ms` while waiting (for the database, a device,
     /// a busy host): not counted against the plugin. `applied`: whether a data change the
     /// call made was committed before it was cut off (the host waits for writes in flight,
-    /// so this is known, not guessed): a retry must then not repeat it.
-    #[error("plugin call took longer than {ms} ms (limits.call_timeout_ms){}", if *.applied { "; its data change was saved" } else { "; nothing was changed" })]
+    /// so this is known, not guessed) — some of what the plugin meant to do, perhaps not all.
+    /// Event deliveries are retried either way (handlers take events at least once).
+    #[error("plugin call took longer than {ms} ms (limits.call_timeout_ms){}", if *.applied { "; some of its changes were saved" } else { "; nothing was changed" })]
     Deadline { ms: u64, applied: bool },
     /// The database was unavailable (writing what the call asked for): try again later.
     #[error("storage unavailable: {0}")]
@@ -571,20 +572,23 @@ impl Runtime {
                 applied: false,
             }),
         };
+        // The instance is done with: dropped (its pooling slot freed) before its permit goes
+        // to the next call, which may need that slot.
+        let mut state = store.into_data();
+        drop(permit);
         // Cut off at the deadline: wait for its writes still running, then say whether a
         // change of the call was saved.
         let result = match result {
             Err(CallError::Deadline { ms, .. }) => Err(CallError::Deadline {
                 ms,
-                applied: store.data().writes.settle(WRITE_SETTLE).await,
+                applied: state.writes.settle(WRITE_SETTLE).await,
             }),
             other => other,
         };
-        drop(permit);
         // The call's writes were committed without waiting for the disk: nothing of it is
         // answered before they are on it.
-        let result = if store.data().writes.committed() {
-            match store.data().call.db.flush().await {
+        let result = if state.writes.committed() {
+            match state.call.db.flush().await {
                 Ok(()) => result,
                 Err(e) => Err(CallError::Unavailable(format!(
                     "the call's change could not be confirmed on disk: {e}"
@@ -596,8 +600,7 @@ impl Runtime {
         // What the call asked the outbox for and no data change carried: written now if the
         // call finished, dropped with the call if it did not.
         let result = match result {
-            Ok(out) if !store.data().staged.is_empty() => {
-                let state = store.data_mut();
+            Ok(out) if !state.staged.is_empty() => {
                 let staged = std::mem::take(&mut state.staged);
                 match crate::storage::outbox::write_staged(&state.call.db, &staged).await {
                     Ok(()) => Ok(out),
@@ -606,7 +609,6 @@ impl Runtime {
             }
             other => other,
         };
-        let state = store.data();
         let stats = CallStats {
             peak_memory: state.limiter.peak_memory,
             storage_unavailable: state.storage_unavailable,

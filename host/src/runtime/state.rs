@@ -72,7 +72,8 @@ pub struct HostState {
 
 /// A call's data writes. Each runs as its own task, so a call cut off at its deadline never
 /// leaves a write half-done with an unknown outcome: the host waits for the writes still
-/// running and then knows whether any change of the call was committed.
+/// running and then knows whether any change of the call was committed — though not whether
+/// the plugin had more to write.
 #[derive(Default)]
 pub(crate) struct Writes {
     in_flight: std::sync::atomic::AtomicUsize,
@@ -81,23 +82,32 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
-    /// Run one write to completion, even if the call awaiting it is dropped.
+    /// Run one write to completion, even if the call awaiting it is dropped. `changed` says
+    /// whether its result changed anything (a refused compare-and-swap or batch did not).
     pub(crate) async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         write: impl std::future::Future<Output = crate::storage::Result<T>> + Send + 'static,
+        changed: fn(&T) -> bool,
     ) -> crate::storage::Result<T> {
         use std::sync::atomic::Ordering;
+        /// Counts the write out however its task ends (a panic included).
+        struct InFlight(Arc<Writes>);
+        impl Drop for InFlight {
+            fn drop(&mut self) {
+                self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.0.idle.notify_waiters();
+            }
+        }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let me = self.clone();
+        let guard = InFlight(self.clone());
         let task = tokio::spawn(async move {
             // Committed without waiting for the disk; the runtime flushes before the call's
             // answer goes out (`Db::flush`).
             let r = crate::storage::relaxed_commits(write).await;
-            if r.is_ok() {
-                me.committed.store(true, Ordering::SeqCst);
+            if r.as_ref().is_ok_and(changed) {
+                guard.0.committed.store(true, Ordering::SeqCst);
             }
-            me.in_flight.fetch_sub(1, Ordering::SeqCst);
-            me.idle.notify_waiters();
+            drop(guard);
             r
         });
         match task.await {

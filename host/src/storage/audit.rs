@@ -332,7 +332,9 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
 /// chain with the next batch. See [`append_in`].
 pub async fn append(db: &Db, event: &Event<'_>) -> Result<()> {
     let at = now_ms();
-    super::write_tx!(db, |tx| { append_in(db, tx, event, at).await })
+    super::write_tx!(db, lock = super::WriteLock::InsertOnly, |tx| {
+        append_in(db, tx, event, at).await
+    })
 }
 
 /// Append a record inside the caller's write transaction, so the record and what it records
@@ -362,7 +364,8 @@ pub(crate) async fn append_in(
         prev_hash: String::new(),
         hash: String::new(),
     };
-    let mac = pending_mac(db.audit_key(), &id, &record);
+    let hint = seq_hint();
+    let mac = pending_mac(db.audit_key(), &id, hint, &record);
     sqlx::query(
         "INSERT INTO audit_pending (id, at, actor, assistant, plugin_id, tenant_id, action, \
          subject, outcome, detail, seq_hint, mac) \
@@ -378,7 +381,7 @@ pub(crate) async fn append_in(
     .bind(record.subject.as_deref())
     .bind(&record.outcome)
     .bind(&record.detail)
-    .bind(seq_hint())
+    .bind(hint)
     .bind(&mac)
     .execute(&mut **tx)
     .await?;
@@ -387,7 +390,7 @@ pub(crate) async fn append_in(
 
 /// The MAC a pending record carries: its id and fields under a key derived from the audit
 /// key, so that only a holder of the key can add a record the sealer will seal.
-fn pending_mac(key: Option<&AuditKey>, id: &str, record: &Record) -> String {
+fn pending_mac(key: Option<&AuditKey>, id: &str, seq_hint: i64, record: &Record) -> String {
     let Some(key) = key else {
         return String::new();
     };
@@ -395,6 +398,7 @@ fn pending_mac(key: Option<&AuditKey>, id: &str, record: &Record) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&derived).expect("any key size");
     mac.update(&(id.len() as u64).to_le_bytes());
     mac.update(id.as_bytes());
+    mac.update(&seq_hint.to_le_bytes());
     record.feed(|b| mac.update(b));
     hex::encode(mac.finalize().into_bytes())
 }
@@ -453,7 +457,7 @@ pub async fn seal(db: &Db) -> Result<u64> {
 async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<u64> {
     let pending = sqlx::query(
         "SELECT id, at, actor, assistant, plugin_id, tenant_id, action, subject, outcome, \
-         detail, mac FROM audit_pending ORDER BY seq_hint, id LIMIT $1",
+         detail, seq_hint, mac FROM audit_pending ORDER BY seq_hint, id LIMIT $1",
     )
     .bind(SEAL_BATCH)
     .fetch_all(&mut **tx)
@@ -476,7 +480,8 @@ async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> 
         None => (1, GENESIS.to_owned()),
     };
     let sql = format!(
-        "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO audit_log ({COLUMNS}, pending_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     );
     for row in &pending {
         let id: String = row.try_get("id")?;
@@ -500,11 +505,24 @@ async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> 
             prev_hash: String::new(),
             ..record.clone()
         };
-        if pending_mac(db.audit_key(), &id, &unsealed) != claimed {
+        let hint: i64 = row.try_get("seq_hint")?;
+        let replayed = sqlx::query("SELECT seq FROM audit_log WHERE pending_id = $1")
+            .bind(&id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .is_some();
+        let refusal = if replayed {
+            Some("refused: sealed before (a replayed record)")
+        } else if pending_mac(db.audit_key(), &id, hint, &unsealed) != claimed {
+            Some("refused: not appended by this host (bad MAC)")
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
             // Not appended by a holder of the key (inserted or edited by hand): what it
             // claimed goes into the chain as the host's own record of the refusal, never as
             // the record it pretends to be.
-            tracing::error!(pending = %id, "an audit record waiting to be sealed has a bad MAC; sealed as a refusal");
+            tracing::error!(pending = %id, why, "an audit record waiting to be sealed was refused; sealed as a refusal");
             record = Record {
                 actor: "system".into(),
                 assistant: None,
@@ -512,7 +530,7 @@ async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> 
                 tenant: None,
                 action: "audit.rejected".into(),
                 subject: None,
-                outcome: "refused: not appended by this host (bad MAC)".into(),
+                outcome: why.into(),
                 detail: serde_json::json!({
                     "pending_id": id,
                     "claimed": {
@@ -545,6 +563,7 @@ async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> 
             .bind(&record.prev_hash)
             .bind(&record.hash)
             .bind(record.assistant.as_deref())
+            .bind((refusal.is_none()).then_some(id.as_str()))
             .execute(&mut **tx)
             .await?;
         sqlx::query("DELETE FROM audit_pending WHERE id = $1")
@@ -611,7 +630,10 @@ pub async fn list(db: &Db, after_seq: i64, limit: u32) -> Result<Vec<Record>> {
 
 /// Records matching `q`, oldest first.
 pub async fn query(db: &Db, q: &Query) -> Result<Vec<Record>> {
-    seal(db).await?;
+    // Best effort: while the database refuses writes the sealed records can still be read.
+    if let Err(e) = seal(db).await {
+        tracing::warn!(error = %e, "audit records not sealed before reading");
+    }
     let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1");
     let mut binds: Vec<String> = Vec::new();
     let mark = |v: &str, binds: &mut Vec<String>| {

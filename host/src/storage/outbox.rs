@@ -149,14 +149,16 @@ pub async fn claim_ids(db: &Db, ids: &[String], now: i64) -> Result<Vec<Entry>> 
     sorted(rows.iter().map(from_row).collect::<Result<Vec<_>>>()?)
 }
 
-/// Give leases up (entries whose delivery failed and were not rescheduled): due again now.
-pub async fn release(db: &Db, ids: &[String]) -> Result<()> {
-    for id in ids {
+/// Give leases up (entries whose delivery failed and were not rescheduled): due again now,
+/// if the claim still holds them.
+pub async fn release(db: &Db, leases: &[(String, String)]) -> Result<()> {
+    for (id, token) in leases {
         sqlx::query(
             "UPDATE outbox SET lease_until = NULL, lease_token = NULL \
-             WHERE id = $1 AND delivered_at IS NULL",
+             WHERE id = $1 AND delivered_at IS NULL AND lease_token = $2",
         )
         .bind(id)
+        .bind(token)
         .execute(db.pool())
         .await?;
     }
@@ -195,17 +197,40 @@ pub async fn due(db: &Db, now: i64, limit: u32) -> Result<Vec<Entry>> {
     rows.iter().map(from_row).collect()
 }
 
-/// Whether a device message queued since `since` has a key starting with `prefix`.
-pub async fn telemetry_seen(db: &Db, prefix: &str, since: i64) -> Result<bool> {
+/// Whether a device message for this installation, queued since `since`, has a key starting
+/// with `prefix` (which ends in `:`): a range of the unique index.
+pub async fn telemetry_seen(
+    db: &Db,
+    tenant: &str,
+    plugin: &str,
+    prefix: &str,
+    since: i64,
+) -> Result<bool> {
+    let upper = format!("{};", prefix.trim_end_matches(':'));
     let row = sqlx::query(
-        "SELECT COUNT(*) FROM outbox WHERE kind = 'telemetry' AND created_at >= $2 \
-         AND substr(idempotency_key, 1, length($1)) = $1",
+        "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND plugin_id = $2 \
+         AND kind = 'telemetry' AND idempotency_key >= $3 AND idempotency_key < $4 \
+         AND created_at >= $5",
     )
+    .bind(tenant)
+    .bind(plugin)
     .bind(prefix)
+    .bind(&upper)
     .bind(since)
     .fetch_one(db.pool())
     .await?;
     Ok(row.try_get::<i64, _>(0)? > 0)
+}
+
+/// Delete entries delivered (or given up) before `before`: the outbox keeps what it sent
+/// for a while (a device's message id is recognised as long as its entry is kept), not
+/// for ever. How many were deleted.
+pub async fn prune_delivered(db: &Db, before: i64) -> Result<u64> {
+    let r = sqlx::query("DELETE FROM outbox WHERE delivered_at IS NOT NULL AND delivered_at < $1")
+        .bind(before)
+        .execute(db.pool())
+        .await?;
+    Ok(r.rows_affected())
 }
 
 /// One entry.
@@ -247,26 +272,29 @@ pub async fn delivered(db: &Db, id: &str, at: i64) -> Result<()> {
     Ok(())
 }
 
-/// Record a failed attempt; try again at `next`.
-pub async fn failed(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
-    reschedule(db, id, error, next, 1).await
+/// Record a failed attempt of a claimed entry; try again at `next`. Nothing if the claim
+/// no longer holds it (its lease ran out and another took it).
+pub async fn failed(db: &Db, entry: &Entry, error: &str, next: i64) -> Result<()> {
+    reschedule(db, entry, error, next, 1).await
 }
 
-/// Put an entry off until `next` without counting an attempt: its installation is suspended,
-/// and however long that lasts it must not use up the entry's retries.
-pub async fn postpone(db: &Db, id: &str, error: &str, next: i64) -> Result<()> {
-    reschedule(db, id, error, next, 0).await
+/// Put a claimed entry off until `next` without counting an attempt: its installation is
+/// suspended, and however long that lasts it must not use up the entry's retries.
+pub async fn postpone(db: &Db, entry: &Entry, error: &str, next: i64) -> Result<()> {
+    reschedule(db, entry, error, next, 0).await
 }
 
-async fn reschedule(db: &Db, id: &str, error: &str, next: i64, attempts: i64) -> Result<()> {
+async fn reschedule(db: &Db, entry: &Entry, error: &str, next: i64, attempts: i64) -> Result<()> {
     sqlx::query(
         "UPDATE outbox SET attempts = attempts + $4, last_error = $2, next_attempt_at = $3, \
-         lease_until = NULL, lease_token = NULL WHERE id = $1",
+         lease_until = NULL, lease_token = NULL \
+         WHERE id = $1 AND delivered_at IS NULL AND (lease_token IS NULL OR lease_token = $5)",
     )
-    .bind(id)
+    .bind(&entry.id)
     .bind(error)
     .bind(next)
     .bind(attempts)
+    .bind(entry.lease_token.as_deref().unwrap_or(""))
     .execute(db.pool())
     .await?;
     Ok(())
