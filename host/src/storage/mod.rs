@@ -158,23 +158,19 @@ impl Db {
         } else {
             Backend::Postgres
         };
-        // A connection handed back while its transaction's state is unknown — a COMMIT or
-        // ROLLBACK that failed (disk full, I/O error, a cut connection), or a transaction
-        // dropped mid-statement — is closed, never reused: otherwise every later write on it
-        // fails ("begin_with at non-zero transaction depth") until the process restarts. The
-        // ping first flushes a rollback the dropped transaction queued.
+        // A connection whose transaction state is unknown — a COMMIT or ROLLBACK that failed
+        // (disk full, I/O error, a cut connection) — is closed, never reused: otherwise every
+        // later write on it fails ("begin_with at non-zero transaction depth") until the
+        // process restarts. Checked as it is taken from the pool: by then sqlx's own test on
+        // release has run the rollback a dropped transaction queued, so a connection still
+        // inside a transaction is one whose state nobody knows.
         let options = AnyPoolOptions::new()
             // A database that cannot be reached within this answers 503 (`Retry-After`) rather
             // than holding the caller — a device waiting for its acknowledgement — longer.
             .acquire_timeout(Duration::from_secs(10))
-            .after_release(|conn, _meta| {
+            .before_acquire(|conn, _meta| {
                 Box::pin(async move {
                     use sqlx::Connection;
-                    // A socket that hangs (half-open) must not pin the pool slot.
-                    let ping = tokio::time::timeout(Duration::from_secs(5), conn.ping()).await;
-                    if !matches!(ping, Ok(Ok(()))) {
-                        return Ok(false);
-                    }
                     let clean = !conn.is_in_transaction();
                     if !clean {
                         tracing::warn!("closing a database connection left inside a transaction");
