@@ -179,17 +179,22 @@ async fn host_with_outage(backend: Backend) -> (TestHost, Outage) {
     let h = TestHost::start_with(config, data).await;
     assert!(h.platform.seed_demo().await.unwrap());
     drop(plugins);
-    let sec = sign_in(&h, SECADMIN).await;
+    grant_spy(&h, "device.emergency-button").await;
+    (h, outage)
+}
+
+/// Grant the spy in dongcun `capability`, as the security admin.
+async fn grant_spy(h: &TestHost, capability: &str) {
+    let sec = sign_in(h, SECADMIN).await;
     let (status, r) = call(
-        &h,
+        h,
         Some(&sec),
         Method::PUT,
-        "/api/v1/tenants/dongcun/plugins/spy/grants/device.emergency-button",
+        &format!("/api/v1/tenants/dongcun/plugins/spy/grants/{capability}"),
         None,
     )
     .await;
     assert_eq!(status, 200, "{r}");
-    (h, outage)
 }
 
 /// A press from 李桂兰's button over HTTP: the status and body.
@@ -215,8 +220,13 @@ async fn press(h: &TestHost, secret: &str, n: u32) -> (u16, Value) {
 async fn presses_seen(h: &TestHost) -> BTreeMap<String, usize> {
     let (status, r) = call(h, None, Method::GET, "/t/dongcun/p/spy/telemetry", None).await;
     assert_eq!(status, 200, "{r}");
+    ids_seen(&r)
+}
+
+/// The message ids in the spy's `/telemetry` answer, with how many times each.
+fn ids_seen(telemetry: &Value) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
-    for m in r["telemetry"].as_array().unwrap() {
+    for m in telemetry["telemetry"].as_array().unwrap() {
         if let Some(id) = m["payload"]["id"].as_str() {
             *seen.entry(id.to_owned()).or_insert(0) += 1;
         }
@@ -340,16 +350,7 @@ async fn backlog_and_broker_restart(backend: Backend) {
         }
     })
     .await;
-    let sec = sign_in(&h, SECADMIN).await;
-    let (status, r) = call(
-        &h,
-        Some(&sec),
-        Method::PUT,
-        "/api/v1/tenants/dongcun/plugins/spy/grants/device.barrier",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{r}");
+    grant_spy(&h, "device.barrier").await;
     let topic = format!("{prefix}/dongcun/dongcun-gate-1/up");
     let publish = |payloads: Vec<String>| {
         let (topic, port) = (topic.clone(), broker.port);
@@ -546,16 +547,7 @@ async fn two_replicas_send_once(backend: Backend) {
         }
     })
     .await;
-    let sec = sign_in(&a, SECADMIN).await;
-    let (status, r) = call(
-        &a,
-        Some(&sec),
-        Method::PUT,
-        "/api/v1/tenants/dongcun/plugins/spy/grants/messaging.notify",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{r}");
+    grant_spy(&a, "messaging.notify").await;
     let b = replica(&a).await;
     for i in 0..100 {
         let (status, r) = call(
@@ -914,12 +906,7 @@ async fn presses_survive_kill_9() {
             .json()
             .await
             .unwrap();
-        seen.clear();
-        for m in r["telemetry"].as_array().unwrap() {
-            if let Some(id) = m["payload"]["id"].as_str() {
-                *seen.entry(id.to_owned()).or_insert(0) += 1;
-            }
-        }
+        seen = ids_seen(&r);
         if seen.len() >= PRESSES as usize {
             break;
         }
@@ -956,16 +943,7 @@ async fn keyless_redelivery_is_matched(backend: Backend) {
         c.devices.burst = 100;
     })
     .await;
-    let sec = sign_in(&h, SECADMIN).await;
-    let (status, r) = call(
-        &h,
-        Some(&sec),
-        Method::PUT,
-        "/api/v1/tenants/dongcun/plugins/spy/grants/device.emergency-button",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{r}");
+    grant_spy(&h, "device.emergency-button").await;
     let p = &h.platform;
     let body = br#"{"type":"press","battery":77}"#;
     let first = p

@@ -312,8 +312,24 @@ impl Record {
 const COLUMNS: &str = "seq, at, actor, plugin_id, tenant_id, action, subject, outcome, detail, prev_hash, hash, assistant";
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
+    record_from(
+        row,
+        row.try_get("seq")?,
+        row.try_get("prev_hash")?,
+        row.try_get("hash")?,
+    )
+}
+
+/// A record from a row holding its fields (of `audit_log` or `audit_pending`), placed at
+/// `seq` after `prev_hash`.
+fn record_from(
+    row: &sqlx::any::AnyRow,
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+) -> Result<Record> {
     Ok(Record {
-        seq: row.try_get("seq")?,
+        seq,
         at: row.try_get("at")?,
         actor: row.try_get("actor")?,
         assistant: row.try_get("assistant")?,
@@ -323,8 +339,8 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Record> {
         subject: row.try_get("subject")?,
         outcome: row.try_get("outcome")?,
         detail: row.try_get("detail")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
+        prev_hash,
+        hash,
     })
 }
 
@@ -485,20 +501,7 @@ async fn seal_batch(db: &Db, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> 
     );
     for row in &pending {
         let id: String = row.try_get("id")?;
-        let mut record = Record {
-            seq,
-            at: row.try_get("at")?,
-            actor: row.try_get("actor")?,
-            assistant: row.try_get("assistant")?,
-            plugin: row.try_get("plugin_id")?,
-            tenant: row.try_get("tenant_id")?,
-            action: row.try_get("action")?,
-            subject: row.try_get("subject")?,
-            outcome: row.try_get("outcome")?,
-            detail: row.try_get("detail")?,
-            prev_hash: prev_hash.clone(),
-            hash: String::new(),
-        };
+        let mut record = record_from(row, seq, prev_hash.clone(), String::new())?;
         let claimed: String = row.try_get("mac")?;
         let unsealed = Record {
             seq: 0,
